@@ -1,0 +1,1 @@
+"""Events into the graph: decoding, enrichment, mapping, batched idempotent writes, sources and sinks."""

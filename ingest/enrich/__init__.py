@@ -1,0 +1,1 @@
+"""Enrichment of raw telemetry: metric anomaly scores (log templates live in :mod:`ingest.logs`)."""

@@ -1,0 +1,197 @@
+"""One micro-batch through the pipeline: decode -> map -> write -> detect -> annotate -> publish.
+
+Exactly-once graph data, at-least-once findings:
+
+* Records at or below a partition's cursor (stored in Neo4j in the same transaction as the data) were
+  already written: their data rows are skipped, so counters are never added twice on a replay.
+* They are still shown to the detectors, because a crash between the data write and the annotation write
+  would otherwise lose the finding. Annotations are ``MERGE``s on deterministic ids, so repeating is safe.
+* The caller commits source offsets only after :meth:`Pipeline.process` returned, i.e. after the data,
+  the annotations, the dead letters and the findings are all durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ingest.batch import BatchBuilder
+from ingest.decode import DecodeLimits, Rejection, decode_record
+from ingest.mapping import EventMapper
+from ingest.metrics import PipelineMetrics
+from schema.events import EventBase
+from schema.findings import Finding
+from schema.store import GraphBatch, GraphStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A record from any source (Kafka, the in-process bus, a file)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def source(self) -> str:
+        """The cursor name of the record's partition."""
+        return f"{self.topic}/{self.partition}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that was not accepted, and why."""
+
+    record: SourceRecord
+    rejection: Rejection
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A decoded event with where it came from (detectors may cite the offset as evidence)."""
+
+    event: EventBase
+    record: SourceRecord
+    replayed: bool
+
+
+@dataclass
+class Detection:
+    """What a detector concluded about a batch: findings and the annotation rows that record them."""
+
+    findings: list[Finding] = field(default_factory=list)
+    annotations: GraphBatch = field(default_factory=GraphBatch)
+
+
+class Detector(Protocol):
+    """Anything that turns a batch of events (and the graph) into findings: rules, models, matchers."""
+
+    name: str
+
+    def detect(self, events: Sequence[Observed], store: GraphStore) -> Detection:
+        """Findings about ``events``; must be deterministic in ids so replays MERGE onto the same nodes."""
+
+
+class DeadLetterSink(Protocol):
+    """Where rejected records go; ``send`` returns only once they are durable."""
+
+    def send(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class FindingSink(Protocol):
+    """Where findings are published; ``publish`` returns only once they are durable."""
+
+    def publish(self, findings: Sequence[Finding]) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one batch did."""
+
+    records: int
+    written_events: int
+    skipped_events: int
+    dead_letters: list[DeadLetter]
+    findings: list[Finding]
+    next_offsets: dict[tuple[str, int], int]
+
+
+class Pipeline:
+    """Processes micro-batches of records; owns the mapper state of the partitions it serves."""
+
+    def __init__(
+        self,
+        store: GraphStore,
+        mapper: EventMapper,
+        detectors: Sequence[Detector] = (),
+        dead_letters: DeadLetterSink | None = None,
+        findings: FindingSink | None = None,
+        limits: DecodeLimits | None = None,
+        metrics: PipelineMetrics | None = None,
+        clock: type[datetime] = datetime,
+    ) -> None:
+        self.store = store
+        self.mapper = mapper
+        self.detectors = list(detectors)
+        self.dead_letters = dead_letters
+        self.findings = findings
+        self.limits = limits or DecodeLimits()
+        self.metrics = metrics or PipelineMetrics()
+        self._cursors: dict[str, int | None] = {}
+        self._clock = clock
+
+    def forget_partitions(self, sources: Sequence[str] | None = None) -> None:
+        """Drop cached cursors (after a rebalance another worker may have advanced them)."""
+        if sources is None:
+            self._cursors.clear()
+        for source in sources or ():
+            self._cursors.pop(source, None)
+
+    def _cursor(self, source: str) -> int | None:
+        if source not in self._cursors:
+            self._cursors[source] = self.store.cursor(source)
+        return self._cursors[source]
+
+    def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        """Run one batch end to end. Raises only for broken infrastructure (store, sinks)."""
+        now = self._clock.now(UTC)
+        letters: list[DeadLetter] = []
+        observed: list[Observed] = []
+        builder = BatchBuilder()
+        next_offsets: dict[tuple[str, int], int] = {}
+        skipped = 0
+        for record in records:
+            next_offsets[(record.topic, record.partition)] = max(
+                record.offset + 1, next_offsets.get((record.topic, record.partition), 0)
+            )
+            self.metrics.consumed.labels(record.topic).inc()
+            decoded = decode_record(record.value, self.limits, now)
+            if isinstance(decoded, Rejection):
+                letters.append(DeadLetter(record, decoded))
+                self.metrics.rejected.labels(record.topic, decoded.code).inc()
+                continue
+            cursor = self._cursor(record.source)
+            replayed = cursor is not None and record.offset <= cursor
+            for event in decoded:
+                observed.append(Observed(event, record, replayed))
+                if replayed:
+                    skipped += 1
+                else:
+                    self.mapper.map_one(event, builder)
+            builder.cursor(record.source, record.offset)
+
+        batch = builder.build()
+        started = time.perf_counter()
+        self.store.write(batch)
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_rows.observe(len(batch))
+        for cursor in batch.cursors:
+            self._cursors[cursor.source] = max(cursor.offset, self._cursors.get(cursor.source) or -1)
+        for item in observed:
+            if not item.replayed:
+                self.metrics.written.labels(item.record.topic).inc()
+
+        found: list[Finding] = []
+        annotations = GraphBatch()
+        for detector in self.detectors:
+            detection = detector.detect(observed, self.store)
+            found.extend(detection.findings)
+            annotations.extend(detection.annotations)
+        if len(annotations):
+            self.store.write(annotations)
+        if letters and self.dead_letters is not None:
+            self.dead_letters.send(letters)
+        if found and self.findings is not None:
+            self.findings.publish(found)
+        for finding in found:
+            self.metrics.findings.labels(finding.kind).inc()
+        return BatchOutcome(len(records), len(observed) - skipped, skipped, letters, found, next_offsets)

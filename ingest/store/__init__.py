@@ -1,0 +1,1 @@
+"""Graph store back ends (Neo4j, in-memory) implementing :class:`schema.store.GraphStore`."""

@@ -1,0 +1,151 @@
+"""Every Cypher statement the Neo4j store runs, generated once from the schema's allow-list.
+
+Labels, relationship types and property names come only from ``schema.graph`` (checked identifiers);
+every value travels as a parameter. Statements are built at import into plain dictionaries of strings, so
+they are constants that tests read as exact text.
+"""
+
+from __future__ import annotations
+
+from schema.graph import NODES, RELS, NodeSpec, RelSpec
+
+NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
+
+
+def _temporal_and_counters(var: str, counters: tuple[str, ...]) -> str:
+    """SET clauses: keep the earliest first_seen and latest last_seen; add counters."""
+    parts = [
+        f"{var}.first_seen = CASE WHEN row.first_seen IS NULL OR ({var}.first_seen IS NOT NULL AND "
+        f"{var}.first_seen <= row.first_seen) THEN {var}.first_seen ELSE row.first_seen END",
+        f"{var}.last_seen = CASE WHEN row.last_seen IS NULL OR ({var}.last_seen IS NOT NULL AND "
+        f"{var}.last_seen >= row.last_seen) THEN {var}.last_seen ELSE row.last_seen END",
+    ]
+    # Only counters the row carries are touched, so a node never gains a zero it was not given.
+    parts += [
+        f"{var}.{c} = CASE WHEN row.add.{c} IS NULL THEN {var}.{c} ELSE coalesce({var}.{c}, 0) + row.add.{c} END"
+        for c in counters
+    ]
+    return "SET " + ",\n    ".join(parts)
+
+
+def _merge_node(spec: NodeSpec) -> str:
+    return (
+        "UNWIND $rows AS row\n"
+        f"MERGE (n:{spec.label} {{{spec.key}: row.key}})\n"
+        "SET n += row.props\n"
+        f"{_temporal_and_counters('n', spec.counters)}"
+    )
+
+
+def _merge_rel(spec: RelSpec, start: str, end: str) -> str:
+    key = ", ".join(f"{name}: row.key.{name}" for name in spec.key)
+    rel_pattern = f"[r:{spec.type} {{{key}}}]" if key else f"[r:{spec.type}]"
+    return (
+        "UNWIND $rows AS row\n"
+        f"MERGE (a:{start} {{{NODE_KEYS[start]}: row.start}})\n"
+        f"MERGE (b:{end} {{{NODE_KEYS[end]}: row.end}})\n"
+        f"MERGE (a)-{rel_pattern}->(b)\n"
+        "SET r += row.props\n"
+        f"{_temporal_and_counters('r', spec.counters)}"
+    )
+
+
+#: Upsert statements per label.
+MERGE_NODES: dict[str, str] = {spec.label: _merge_node(spec) for spec in NODES}
+#: Upsert statements per (relationship type, start label, end label).
+MERGE_RELS: dict[tuple[str, str, str], str] = {
+    (spec.type, start, end): _merge_rel(spec, start, end) for spec in RELS for start, end in spec.pairs
+}
+
+ADVANCE_CURSORS = (
+    "UNWIND $rows AS row\n"
+    "MERGE (c:IngestCursor {id: row.source})\n"
+    "SET c.offset = CASE WHEN c.offset IS NULL OR row.offset > c.offset THEN row.offset ELSE c.offset END"
+)
+READ_CURSOR = "MATCH (c:IngestCursor {id: $source}) RETURN c.offset AS offset"
+
+GET_NODE: dict[str, str] = {
+    spec.label: f"MATCH (n:{spec.label} {{{spec.key}: $key}}) RETURN properties(n) AS props" for spec in NODES
+}
+
+
+def _find_nodes(spec: NodeSpec) -> str:
+    window = (
+        f"WHERE ($since IS NULL OR n.{spec.time_prop} >= $since) AND ($until IS NULL OR n.{spec.time_prop} < $until)\n"
+        "  AND "
+        if spec.time_prop
+        else "WHERE "
+    )
+    order = f"ORDER BY n.{spec.time_prop} DESC, n.{spec.key} DESC\n" if spec.time_prop else f"ORDER BY n.{spec.key}\n"
+    return (
+        f"MATCH (n:{spec.label})\n"
+        f"{window}all(k IN keys($equals) WHERE n[k] = $equals[k])\n"
+        f"RETURN n.{spec.key} AS key, properties(n) AS props\n"
+        f"{order}LIMIT $limit"
+    )
+
+
+FIND_NODES: dict[str, str] = {spec.label: _find_nodes(spec) for spec in NODES}
+
+#: Relationships of one node. ``$label_keys`` maps each label to its key property so the far end's key
+#: is read without naming labels in the text.
+RELS_OF: dict[str, str] = {
+    spec.label: (
+        f"MATCH (n:{spec.label} {{{spec.key}: $key}})-[r]-(m)\n"
+        "WHERE ($type IS NULL OR type(r) = $type)\n"
+        "  AND ($direction = 'both' OR ($direction = 'out') = (startNode(r) = n))\n"
+        "WITH n, r, m, head(labels(m)) AS m_label\n"
+        "RETURN type(r) AS type, startNode(r) = n AS outgoing, m_label,\n"
+        "       m[$label_keys[m_label]] AS m_key, properties(r) AS props\n"
+        "ORDER BY type, m_label, m_key"
+    )
+    for spec in NODES
+}
+
+ELEMENT_ID: dict[str, str] = {
+    spec.label: f"MATCH (n:{spec.label} {{{spec.key}: $key}}) RETURN elementId(n) AS id, properties(n) AS props"
+    for spec in NODES
+}
+
+#: One hop of a breadth-first expansion from a frontier of element ids, relationships within the window.
+EXPAND = (
+    "UNWIND $frontier AS id\n"
+    "MATCH (n) WHERE elementId(n) = id\n"
+    "MATCH (n)-[r]-(m)\n"
+    "WHERE ($types IS NULL OR type(r) IN $types)\n"
+    "WITH n, r, m, coalesce(r.first_seen, r.last_seen) AS r_first, coalesce(r.last_seen, r.first_seen) AS r_last\n"
+    "WHERE ($since IS NULL OR r_last IS NULL OR r_last >= $since)\n"
+    "  AND ($until IS NULL OR r_first IS NULL OR r_first < $until)\n"
+    "WITH r, m, head(labels(startNode(r))) AS s_label, head(labels(endNode(r))) AS e_label\n"
+    "LIMIT $limit\n"
+    "RETURN elementId(r) AS rid, type(r) AS type, properties(r) AS props,\n"
+    "       s_label, startNode(r)[$label_keys[s_label]] AS s_key,\n"
+    "       e_label, endNode(r)[$label_keys[e_label]] AS e_key,\n"
+    "       elementId(m) AS mid, head(labels(m)) AS m_label, properties(m) AS m_props"
+)
+
+#: Retention: event nodes by their time property, in bounded transactions.
+DELETE_OLD_NODES: dict[str, str] = {
+    spec.label: (
+        f"MATCH (n:{spec.label}) WHERE n.{spec.time_prop} < $cutoff\n"
+        "WITH n LIMIT $batch\n"
+        "DETACH DELETE n\n"
+        "RETURN count(*) AS deleted"
+    )
+    for spec in NODES
+    if spec.time_prop
+}
+DELETE_OLD_RELS: dict[str, str] = {
+    spec.type: (
+        f"MATCH ()-[r:{spec.type}]->() WHERE r.last_seen < $cutoff\n"
+        "WITH r LIMIT $batch\n"
+        "DELETE r\n"
+        "RETURN count(*) AS deleted"
+    )
+    for spec in RELS
+}
+
+COUNT_NODES: dict[str, str] = {spec.label: f"MATCH (n:{spec.label}) RETURN count(n) AS n" for spec in NODES}
+COUNT_RELS: dict[str, str] = {spec.type: f"MATCH ()-[r:{spec.type}]->() RETURN count(r) AS n" for spec in RELS}
+
+CLEAR = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"

@@ -1,0 +1,229 @@
+"""In-memory graph store: the embedded default, with the same semantics as the Neo4j back end.
+
+It holds nodes and relationships in dictionaries keyed by natural key, with an adjacency index for
+neighbourhood reads. A lock makes each batch atomic with respect to readers (the demo reads from the
+gRPC thread while the pipeline writes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from datetime import datetime
+from typing import Any
+
+from schema.graph import NODE_SPECS, node_spec, rel_spec
+from schema.store import GraphBatch, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow
+
+_RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
+
+
+def _merge_props(
+    target: dict[str, Any],
+    props: dict[str, Any],
+    first_seen: datetime | None,
+    last_seen: datetime | None,
+    add: dict[str, int | float],
+) -> None:
+    """Apply the schema's merge rules (set, min/max of first/last seen, add counters) to ``target``."""
+    for name, value in props.items():
+        # A null value removes the property, as ``SET n += $props`` does in Neo4j.
+        if value is None:
+            target.pop(name, None)
+        else:
+            target[name] = value
+    if first_seen is not None:
+        current = target.get("first_seen")
+        target["first_seen"] = first_seen if current is None else min(current, first_seen)
+    if last_seen is not None:
+        current = target.get("last_seen")
+        target["last_seen"] = last_seen if current is None else max(current, last_seen)
+    for name, delta in add.items():
+        target[name] = target.get(name, 0) + delta
+
+
+def _node_time(label: str, props: dict[str, Any]) -> datetime | None:
+    time_prop = NODE_SPECS[label].time_prop
+    return props.get(time_prop) if time_prop else None
+
+
+class MemoryGraphStore:
+    """A :class:`schema.store.GraphStore` held in process memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._nodes: dict[NodeRef, dict[str, Any]] = {}
+        self._rels: dict[_RelKey, dict[str, Any]] = {}
+        self._adjacent: dict[NodeRef, set[_RelKey]] = defaultdict(set)
+        self._by_label: dict[str, set[NodeRef]] = defaultdict(set)
+        self._cursors: dict[str, int] = {}
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def apply_schema(self) -> None:
+        """Nothing to create: dictionary keys already enforce uniqueness."""
+
+    def write(self, batch: GraphBatch) -> None:
+        batch.validate()
+        with self._lock:
+            for node in batch.nodes:
+                self._merge_node(node)
+            for rel in batch.rels:
+                self._merge_rel(rel)
+            for cursor in batch.cursors:
+                self._cursors[cursor.source] = max(cursor.offset, self._cursors.get(cursor.source, -1))
+
+    def _ensure_node(self, ref: NodeRef) -> dict[str, Any]:
+        props = self._nodes.get(ref)
+        if props is None:
+            props = self._nodes[ref] = {}
+            self._by_label[ref.label].add(ref)
+        return props
+
+    def _merge_node(self, row: NodeRow) -> None:
+        _merge_props(self._ensure_node(row.ref), row.props, row.first_seen, row.last_seen, row.add)
+
+    def _merge_rel(self, row: RelRow) -> None:
+        self._ensure_node(row.start)
+        self._ensure_node(row.end)
+        key: _RelKey = (row.type, row.start, row.end, tuple(sorted(row.key.items())))
+        props = self._rels.get(key)
+        if props is None:
+            props = self._rels[key] = dict(row.key)
+            self._adjacent[row.start].add(key)
+            self._adjacent[row.end].add(key)
+        _merge_props(props, row.props, row.first_seen, row.last_seen, row.add)
+
+    def cursor(self, source: str) -> int | None:
+        with self._lock:
+            return self._cursors.get(source)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _node(self, ref: NodeRef) -> Node:
+        return Node(ref.label, ref.key, dict(self._nodes[ref]))
+
+    def _rel(self, key: _RelKey) -> Rel:
+        return Rel(key[0], key[1], key[2], dict(self._rels[key]))
+
+    def get_node(self, ref: NodeRef) -> Node | None:
+        with self._lock:
+            return self._node(ref) if ref in self._nodes else None
+
+    def find_nodes(
+        self,
+        label: str,
+        window: TimeWindow | None = None,
+        equals: dict[str, Any] | None = None,
+        limit: int = 1000,
+    ) -> list[Node]:
+        node_spec(label)
+        found: list[Node] = []
+        with self._lock:
+            for ref in self._by_label.get(label, ()):
+                props = self._nodes[ref]
+                if window is not None:
+                    at = _node_time(label, props)
+                    if at is None or not window.contains(at):
+                        continue
+                if equals and any(props.get(k) != v for k, v in equals.items()):
+                    continue
+                found.append(self._node(ref))
+        # Newest first, like the Neo4j back end, so a limit keeps the most relevant nodes.
+        found.sort(key=lambda n: (_node_time(label, n.props) is not None, _node_time(label, n.props) or 0, n.key),
+                   reverse=True)
+        return found[:limit]
+
+    def rels_of(self, ref: NodeRef, rel_type: str | None = None, direction: str = "both") -> list[Rel]:
+        if rel_type is not None:
+            rel_spec(rel_type)
+        with self._lock:
+            keys = self._adjacent.get(ref, set())
+            return [
+                self._rel(k)
+                for k in sorted(keys, key=repr)
+                if (rel_type is None or k[0] == rel_type)
+                and (direction == "both" or (direction == "out") == (k[1] == ref))
+            ]
+
+    def neighbourhood(
+        self,
+        ref: NodeRef,
+        hops: int,
+        window: TimeWindow | None = None,
+        rel_types: tuple[str, ...] | None = None,
+        limit: int = 5000,
+    ) -> Subgraph:
+        sub = Subgraph()
+        with self._lock:
+            if ref not in self._nodes:
+                return sub
+            sub.nodes[ref] = self._node(ref)
+            frontier: deque[tuple[NodeRef, int]] = deque([(ref, 0)])
+            seen_rels: set[_RelKey] = set()
+            while frontier:
+                current, depth = frontier.popleft()
+                if depth >= hops:
+                    continue
+                for key in sorted(self._adjacent.get(current, ()), key=repr):
+                    if key in seen_rels or (rel_types and key[0] not in rel_types):
+                        continue
+                    props = self._rels[key]
+                    if window is not None and not window.overlaps(props.get("first_seen"), props.get("last_seen")):
+                        continue
+                    other = key[2] if key[1] == current else key[1]
+                    if other not in sub.nodes:
+                        if len(sub.nodes) >= limit:
+                            sub.truncated = True
+                            continue
+                        sub.nodes[other] = self._node(other)
+                        frontier.append((other, depth + 1))
+                    seen_rels.add(key)
+                    sub.rels.append(self._rel(key))
+        return sub
+
+    # -- retention and housekeeping ---------------------------------------------------------------
+
+    def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
+        deleted = 0
+        with self._lock:
+            old_rels = [k for k, p in self._rels.items() if p.get("last_seen") is not None and p["last_seen"] < cutoff]
+            for key in old_rels:
+                self._drop_rel(key)
+            deleted += len(old_rels)
+            old_nodes = [
+                ref for ref, props in self._nodes.items()
+                if (at := _node_time(ref.label, props)) is not None and at < cutoff
+            ]
+            for ref in old_nodes:
+                for key in list(self._adjacent.get(ref, ())):
+                    self._drop_rel(key)
+                    deleted += 1
+                del self._nodes[ref]
+                self._by_label[ref.label].discard(ref)
+                self._adjacent.pop(ref, None)
+            deleted += len(old_nodes)
+        return deleted
+
+    def _drop_rel(self, key: _RelKey) -> None:
+        self._rels.pop(key, None)
+        self._adjacent[key[1]].discard(key)
+        self._adjacent[key[2]].discard(key)
+
+    def count(self, label: str) -> int:
+        node_spec(label)
+        with self._lock:
+            return len(self._by_label.get(label, ()))
+
+    def count_rels(self, rel_type: str) -> int:
+        rel_spec(rel_type)
+        with self._lock:
+            return sum(1 for k in self._rels if k[0] == rel_type)
+
+    def clear(self) -> None:
+        with self._lock:
+            for table in (self._nodes, self._rels, self._adjacent, self._by_label, self._cursors):
+                table.clear()
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,244 @@
+"""Neo4j graph store: batched ``UNWIND $rows MERGE`` writes, one transaction per batch.
+
+The driver is injected (built at the process edge by :func:`connect`). Each batch is one managed write
+transaction running one statement per label and per relationship type and the cursor update, so a batch
+is applied entirely or not at all; the driver retries transient failures inside ``execute_write``. What
+still fails is translated here, once, into :mod:`ingest.errors`: retryable (:class:`StoreUnavailable`)
+or permanent (:class:`StoreRejected`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import neo4j
+from neo4j import exceptions as neo4j_errors
+
+from ingest.errors import StoreError, StoreRejected, StoreUnavailable
+from ingest.store import cypher
+from schema.constraints import STATEMENTS
+from schema.graph import NODE_SPECS, node_spec, rel_spec
+from schema.store import GraphBatch, Node, NodeRef, Rel, Subgraph, TimeWindow
+
+T = TypeVar("T")
+
+
+def connect(uri: str, user: str | None = None, password: str | None = None, **driver_options: Any) -> neo4j.Driver:
+    """Build a driver (the only place one is built) and check the server answers."""
+    auth = (user, password) if user else None
+    driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_options)
+    with _translated("connect"):
+        driver.verify_connectivity()
+    return driver
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Translate driver errors into the ingest error tree (the one place that knows the driver's types)."""
+    try:
+        yield
+    except (neo4j_errors.ServiceUnavailable, neo4j_errors.SessionExpired, neo4j_errors.TransientError,
+            neo4j_errors.IncompleteCommit, OSError) as exc:
+        # IncompleteCommit is ambiguous (it may have committed); writes are idempotent, so retrying is safe.
+        raise StoreUnavailable(f"neo4j unavailable during {action}: {exc}") from exc
+    except (neo4j_errors.ClientError, neo4j_errors.CypherTypeError, TypeError, ValueError) as exc:
+        raise StoreRejected(f"neo4j rejected {action}: {exc}") from exc
+    except neo4j_errors.Neo4jError as exc:
+        if exc.is_retryable():
+            raise StoreUnavailable(f"neo4j failed during {action} (retryable): {exc}") from exc
+        raise StoreError(f"neo4j failed during {action}: {exc}") from exc
+    except neo4j_errors.DriverError as exc:
+        raise StoreUnavailable(f"neo4j driver failed during {action}: {exc}") from exc
+
+
+def _native(value: Any) -> Any:
+    """Driver temporal types -> Python datetimes, so both back ends return the same values."""
+    if hasattr(value, "to_native"):
+        return value.to_native()
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    return value
+
+
+def _native_props(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: _native(v) for k, v in props.items()}
+
+
+def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any]) -> dict[str, Any]:
+    return {"props": props, "first_seen": first, "last_seen": last, "add": add}
+
+
+class Neo4jGraphStore:
+    """A :class:`schema.store.GraphStore` on Neo4j 5."""
+
+    def __init__(self, driver: neo4j.Driver, database: str | None = None) -> None:
+        self._driver = driver
+        self._database = database
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _write(self, action: str, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        with _translated(action), self._driver.session(database=self._database) as session:
+            return session.execute_write(work)
+
+    def _read(self, action: str, query: str, **params: Any) -> list[neo4j.Record]:
+        def work(tx: neo4j.ManagedTransaction) -> list[neo4j.Record]:
+            return list(tx.run(query, params))
+
+        with _translated(action), self._driver.session(database=self._database) as session:
+            return session.execute_read(work)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def apply_schema(self) -> None:
+        with _translated("schema apply"), self._driver.session(database=self._database) as session:
+            for statement in STATEMENTS:
+                session.run(statement).consume()
+            session.run("CALL db.awaitIndexes(300)").consume()
+
+    def write(self, batch: GraphBatch) -> None:
+        batch.validate()
+        node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for node in batch.nodes:
+            row = _row(node.props, node.first_seen, node.last_seen, node.add)
+            row["key"] = node.key
+            node_rows[node.label].append(row)
+        rel_rows: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for rel in batch.rels:
+            row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add)
+            row.update(start=rel.start.key, end=rel.end.key, key=rel.key)
+            rel_rows[(rel.type, rel.start.label, rel.end.label)].append(row)
+        cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            # Nodes first so relationship MERGEs find them; sorted for a stable lock order across writers.
+            for label in sorted(node_rows):
+                tx.run(cypher.MERGE_NODES[label], rows=node_rows[label]).consume()
+            for key in sorted(rel_rows):
+                tx.run(cypher.MERGE_RELS[key], rows=rel_rows[key]).consume()
+            if cursor_rows:
+                tx.run(cypher.ADVANCE_CURSORS, rows=cursor_rows).consume()
+
+        self._write(f"write of {len(batch)} rows", work)
+
+    def cursor(self, source: str) -> int | None:
+        records = self._read("read cursor", cypher.READ_CURSOR, source=source)
+        return records[0]["offset"] if records else None
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_node(self, ref: NodeRef) -> Node | None:
+        records = self._read("get node", cypher.GET_NODE[ref.label], key=ref.key)
+        return Node(ref.label, ref.key, self._strip_key(ref.label, records[0]["props"])) if records else None
+
+    @staticmethod
+    def _strip_key(label: str, props: dict[str, Any]) -> dict[str, Any]:
+        key = NODE_SPECS[label].key
+        return {k: v for k, v in _native_props(props).items() if k != key}
+
+    def find_nodes(
+        self,
+        label: str,
+        window: TimeWindow | None = None,
+        equals: dict[str, Any] | None = None,
+        limit: int = 1000,
+    ) -> list[Node]:
+        node_spec(label)
+        window = window or TimeWindow()
+        records = self._read(
+            "find nodes", cypher.FIND_NODES[label],
+            since=window.since, until=window.until, equals=equals or {}, limit=limit,
+        )
+        return [Node(label, r["key"], self._strip_key(label, r["props"])) for r in records]
+
+    def rels_of(self, ref: NodeRef, rel_type: str | None = None, direction: str = "both") -> list[Rel]:
+        if rel_type is not None:
+            rel_spec(rel_type)
+        records = self._read(
+            "relationships", cypher.RELS_OF[ref.label], key=ref.key, type=rel_type, direction=direction,
+            label_keys=cypher.NODE_KEYS,
+        )
+        rels = []
+        for r in records:
+            other = NodeRef(r["m_label"], r["m_key"])
+            start, end = (ref, other) if r["outgoing"] else (other, ref)
+            rels.append(Rel(r["type"], start, end, _native_props(r["props"])))
+        return rels
+
+    def neighbourhood(
+        self,
+        ref: NodeRef,
+        hops: int,
+        window: TimeWindow | None = None,
+        rel_types: tuple[str, ...] | None = None,
+        limit: int = 5000,
+    ) -> Subgraph:
+        window = window or TimeWindow()
+        sub = Subgraph()
+        records = self._read("neighbourhood", cypher.ELEMENT_ID[ref.label], key=ref.key)
+        if not records:
+            return sub
+        sub.nodes[ref] = Node(ref.label, ref.key, self._strip_key(ref.label, records[0]["props"]))
+        seen_nodes = {records[0]["id"]}
+        seen_rels: set[str] = set()
+        frontier = [records[0]["id"]]
+        for _ in range(hops):
+            if not frontier:
+                break
+            rows = self._read(
+                "neighbourhood", cypher.EXPAND, frontier=frontier, types=list(rel_types) if rel_types else None,
+                since=window.since, until=window.until, limit=limit + 1, label_keys=cypher.NODE_KEYS,
+            )
+            if len(rows) > limit:
+                sub.truncated = True
+            frontier = []
+            for r in rows[:limit]:
+                if r["mid"] not in seen_nodes:
+                    if len(sub.nodes) >= limit:
+                        sub.truncated = True
+                        continue
+                    seen_nodes.add(r["mid"])
+                    frontier.append(r["mid"])
+                    m_label = r["m_label"]
+                    m_key = r["m_props"][NODE_SPECS[m_label].key]
+                    sub.nodes[NodeRef(m_label, m_key)] = Node(m_label, m_key, self._strip_key(m_label, r["m_props"]))
+                if r["rid"] not in seen_rels:
+                    seen_rels.add(r["rid"])
+                    sub.rels.append(Rel(r["type"], NodeRef(r["s_label"], r["s_key"]), NodeRef(r["e_label"], r["e_key"]),
+                                        _native_props(r["props"])))
+        return sub
+
+    # -- retention and housekeeping ---------------------------------------------------------------
+
+    def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
+        total = 0
+        statements = [*cypher.DELETE_OLD_RELS.values(), *cypher.DELETE_OLD_NODES.values()]
+        for statement in statements:
+            while True:  # bounded transactions: each deletes at most batch_size
+                deleted = self._write(
+                    "retention",
+                    lambda tx, q=statement: tx.run(q, cutoff=cutoff, batch=batch_size).single()["deleted"],
+                )
+                total += deleted
+                if deleted < batch_size:
+                    break
+        return total
+
+    def count(self, label: str) -> int:
+        node_spec(label)
+        return self._read("count", cypher.COUNT_NODES[label])[0]["n"]
+
+    def count_rels(self, rel_type: str) -> int:
+        rel_spec(rel_type)
+        return self._read("count", cypher.COUNT_RELS[rel_type])[0]["n"]
+
+    def clear(self) -> None:
+        with _translated("clear"), self._driver.session(database=self._database) as session:
+            session.run(cypher.CLEAR).consume()
+
+    def close(self) -> None:
+        self._driver.close()

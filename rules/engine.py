@@ -1,0 +1,158 @@
+"""The one way into durable-rules: rulesets registered once, driven from one thread, bounded state.
+
+durable-rules keeps process-global C state. Measured facts that shape this wrapper (durable-rules 2.0.28):
+
+* An *event* (``post``) is consumed by the first rule that matches it, so other rules never see it. A
+  *fact* (``assert_fact``) is matched by every rule. We want every rule evaluated, so each evaluation
+  asserts one fact and retracts it again: nothing accumulates in the engine.
+* Every distinct session id allocates engine state and more than about a thousand crash the process
+  (segmentation fault), so all evaluations use one session.
+* Facts are identified by ``id``: each evaluation gets a fresh, process-unique id.
+* "No rule matched" is raised as ``MessageNotHandledException``; here it is a normal, empty outcome.
+* It is not thread-safe: every call runs on one dedicated worker thread.
+
+Rule conditions are written with durable-rules' ``m`` expressions; consequents only record a
+:class:`Firing` (no I/O), the caller decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable import engine as durable_engine
+from durable import lang as durable_lang
+
+from rules.errors import RulesError
+
+#: A condition builder: receives durable-rules' ``m`` and returns an expression on the fact.
+Condition = Callable[[Any], Any]
+
+_SESSION = "sleuth"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: a condition over a fact, and what a firing means."""
+
+    name: str
+    #: Not compared: two lambdas are never equal. Rulesets whose conditions depend on configuration
+    #: must put that configuration in their name, so equal names mean equal rules.
+    condition: Condition = field(compare=False)
+    score: float
+    reason: str
+    #: Fact fields copied into the firing's evidence (they name the facts that fired the rule).
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """A named set of rules evaluated together against one fact."""
+
+    name: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A rule that matched a fact, with the evidence that made it match."""
+
+    ruleset: str
+    rule: str
+    score: float
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class _Process:
+    """Process-wide durable-rules state: its C state is process-global, so the worker thread is too."""
+
+    lock = threading.Lock()
+    rulesets: dict[str, Ruleset] = {}
+    worker: ThreadPoolExecutor | None = None
+    fired: list[Firing] = []
+    ids = itertools.count(1)
+
+    @classmethod
+    def run(cls, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the single durable-rules thread and wait for its result."""
+        with cls.lock:
+            if cls.worker is None:
+                cls.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="durable-rules")
+            worker = cls.worker
+        return worker.submit(fn, *args).result()
+
+
+class RulesEngine:
+    """Evaluates facts against registered rulesets; every call runs on the one durable-rules thread."""
+
+    def register(self, ruleset: Ruleset) -> None:
+        """Register a ruleset once per process; registering the same definition again is a no-op."""
+        with _Process.lock:
+            existing = _Process.rulesets.get(ruleset.name)
+        if existing is not None:
+            if existing != ruleset:
+                raise RulesError(
+                    f"ruleset {ruleset.name!r} is already registered with other rules; "
+                    "durable-rules cannot replace a ruleset inside one process"
+                )
+            return
+        _Process.run(_declare, ruleset)
+        with _Process.lock:
+            _Process.rulesets[ruleset.name] = ruleset
+
+    def evaluate(self, ruleset: str, fact: Mapping[str, Any]) -> list[Firing]:
+        """All firings of ``ruleset``'s rules on one fact (an empty list when none matched)."""
+        return self.evaluate_many(ruleset, [fact])[0]
+
+    def evaluate_many(self, ruleset: str, facts: Sequence[Mapping[str, Any]]) -> list[list[Firing]]:
+        """Firings for each fact, in order; one hop to the rules thread for the whole sequence."""
+        with _Process.lock:
+            known = ruleset in _Process.rulesets
+        if not known:
+            raise RulesError(f"ruleset {ruleset!r} is not registered")
+        return _Process.run(_evaluate_all, ruleset, list(facts))
+
+
+def _declare(ruleset: Ruleset) -> None:
+    with durable_lang.ruleset(ruleset.name):
+        for rule in ruleset.rules:
+            durable_lang.when_all(rule.condition(durable_lang.m))(_consequent(ruleset.name, rule))
+
+
+def _consequent(ruleset_name: str, rule: Rule) -> Callable[[Any], None]:
+    def record(context: Any) -> None:
+        fact = context.m
+        evidence = {name: fact[name] for name in rule.evidence if fact[name] is not None}
+        _Process.fired.append(Firing(ruleset_name, rule.name, rule.score, rule.reason, evidence))
+
+    record.__name__ = rule.name
+    return record
+
+
+def _evaluate_all(ruleset: str, facts: Iterable[Mapping[str, Any]]) -> list[list[Firing]]:
+    host = durable_lang.get_host()
+    return [_evaluate_one(host, ruleset, fact) for fact in facts]
+
+
+def _evaluate_one(host: Any, ruleset: str, fact: Mapping[str, Any]) -> list[Firing]:
+    _Process.fired = []
+    message = {k: v for k, v in fact.items() if v is not None}
+    message["id"] = f"f{next(_Process.ids)}"
+    message["sid"] = _SESSION
+    try:
+        host.assert_fact(ruleset, message)
+    except durable_engine.MessageNotHandledException:
+        return []
+    except Exception as exc:  # the C engine reports everything else as plain exceptions
+        raise RulesError(f"durable-rules failed on ruleset {ruleset!r}: {exc}") from exc
+    try:
+        host.retract_fact(ruleset, message)
+    except durable_engine.MessageNotHandledException:
+        pass
+    fired, _Process.fired = _Process.fired, []
+    return fired

@@ -1,0 +1,149 @@
+"""The graph model: the allow-list of node labels and relationship types, their keys and temporal rules.
+
+Only names declared here ever reach Cypher text. Everything else (keys, property values) travels as
+parameters. Store back ends generate their statements from these specs, so adding a label or a counter is
+one line here and the writers, constraints and docs follow.
+
+Merge rules, applied by every back end the same way:
+
+* ``props``: set (last write wins); replays write the same values, so this is idempotent.
+* ``first_seen`` / ``last_seen``: kept as the minimum / maximum seen, idempotent under replay.
+* ``counters``: added. Adding is not idempotent by itself; the ingest layer makes it exactly-once by
+  writing the source offset in the same transaction and skipping records at or below it on replay.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node label: its natural key and counters."""
+
+    label: str
+    key: str
+    counters: tuple[str, ...] = ()
+    #: Property holding the node's time for windows and retention (``None``: an entity that only ages
+    #: through ``last_seen``).
+    time_prop: str | None = "last_seen"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RelSpec:
+    """A relationship type with the labels it may join and the properties that distinguish parallel edges."""
+
+    type: str
+    starts: tuple[str, ...]
+    ends: tuple[str, ...]
+    key: tuple[str, ...] = ()
+    counters: tuple[str, ...] = ()
+    description: str = ""
+    pairs: tuple[tuple[str, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pairs", tuple((s, e) for s in self.starts for e in self.ends))
+
+
+NODES: tuple[NodeSpec, ...] = (
+    # Ops
+    NodeSpec("Service", "name", description="A logical service (callers and callees in traces)."),
+    NodeSpec("Instance", "name", description="A running instance (pod, process) of a service."),
+    NodeSpec("Host", "name", description="A machine or node instances run on."),
+    NodeSpec("Change", "id", time_prop="at", description="A deploy, config change, scale or restart."),
+    NodeSpec("LogTemplate", "id", counters=("count", "errors"),
+             description="A log template mined by Drain3 (stable id)."),
+    NodeSpec("Anomaly", "id", time_prop="at", description="A metric anomaly: metric, score, at."),
+    NodeSpec("Alert", "fingerprint", time_prop="at", description="An alert keyed by its fingerprint."),
+    NodeSpec("Incident", "id", time_prop="at", description="Annotation: alerts grouped into an incident."),
+    # Payments
+    NodeSpec("Account", "id", counters=("sent", "received"), description="A payment account."),
+    NodeSpec("Transaction", "id", time_prop="at", description="One payment."),
+    NodeSpec("Device", "id", description="A device fingerprint."),
+    NodeSpec("IP", "id", description="An IP address."),
+    NodeSpec("Card", "id", description="A payment card (tokenised)."),
+    NodeSpec("Phone", "id", description="A phone number (hashed or raw)."),
+    NodeSpec("Email", "id", description="An email address (hashed or raw)."),
+    NodeSpec("Merchant", "id", description="A merchant."),
+    NodeSpec("FraudRing", "id", time_prop="detected_at", description="Annotation: a detected fraud ring."),
+    # Findings and bookkeeping
+    NodeSpec("Finding", "id", time_prop="at", description="Annotation: one finding of a detector."),
+    NodeSpec("IngestCursor", "id", time_prop=None, description="Highest applied offset per source partition."),
+)
+
+_OPS_ENTITIES = ("Service", "Instance", "Host")
+_IDENTITIES = ("Device", "IP", "Card", "Phone", "Email")
+
+RELS: tuple[RelSpec, ...] = (
+    RelSpec("CALLS", ("Service",), ("Service",), counters=("calls", "errors", "duration_ms_sum"),
+            description="Caller -> callee, aggregated from spans."),
+    RelSpec("INSTANCE_OF", ("Instance",), ("Service",)),
+    RelSpec("RUNS_ON", ("Instance",), ("Host",)),
+    RelSpec("CHANGED", ("Change",), _OPS_ENTITIES),
+    RelSpec("EMITTED", ("Service", "Instance"), ("LogTemplate",), key=("bucket",), counters=("count", "errors"),
+            description="Template counts per time bucket."),
+    RelSpec("ON", ("Anomaly",), _OPS_ENTITIES),
+    RelSpec("FIRED_ON", ("Alert",), _OPS_ENTITIES),
+    RelSpec("GROUPS", ("Incident",), ("Alert",)),
+    RelSpec("ROOT_CAUSE", ("Incident",), (*_OPS_ENTITIES, "Change"),
+            description="Annotation: ranked root-cause candidates of an incident."),
+    RelSpec("SENT", ("Account",), ("Transaction",)),
+    RelSpec("TO", ("Transaction",), ("Account",)),
+    RelSpec("VIA", ("Transaction",), ("Device", "IP", "Card")),
+    RelSpec("USES", ("Account",), _IDENTITIES, counters=("count",)),
+    RelSpec("AT", ("Transaction",), ("Merchant",)),
+    RelSpec("MEMBER_OF", ("Account",), ("FraudRing",)),
+    RelSpec("EVIDENCE", ("FraudRing",), ("Transaction",)),
+    RelSpec("ABOUT", ("Finding",), (*_OPS_ENTITIES, "Change", "Alert", "Incident", "Account", "Transaction",
+                                    "FraudRing")),
+)
+
+NODE_SPECS: dict[str, NodeSpec] = {spec.label: spec for spec in NODES}
+REL_SPECS: dict[str, RelSpec] = {spec.type: spec for spec in RELS}
+
+
+class SchemaViolation(ValueError):
+    """A label, relationship type or property name that the allow-list does not contain."""
+
+
+def node_spec(label: str) -> NodeSpec:
+    """The spec of an allowed label, or :class:`SchemaViolation`."""
+    try:
+        return NODE_SPECS[label]
+    except KeyError:
+        raise SchemaViolation(f"label {label!r} is not in the schema allow-list") from None
+
+
+def rel_spec(rel_type: str) -> RelSpec:
+    """The spec of an allowed relationship type, or :class:`SchemaViolation`."""
+    try:
+        return REL_SPECS[rel_type]
+    except KeyError:
+        raise SchemaViolation(f"relationship type {rel_type!r} is not in the schema allow-list") from None
+
+
+def check_property_name(name: str) -> str:
+    """Property names become Cypher text in generated statements, so they must be plain identifiers."""
+    if not _IDENT.match(name):
+        raise SchemaViolation(f"property name {name!r} is not a plain identifier")
+    return name
+
+
+def _check_specs() -> None:
+    for spec in NODES:
+        check_property_name(spec.key)
+        for name in (spec.label, *spec.counters):
+            check_property_name(name)
+    for rel in RELS:
+        check_property_name(rel.type)
+        for name in (*rel.key, *rel.counters):
+            check_property_name(name)
+        for label in (*rel.starts, *rel.ends):
+            node_spec(label)
+
+
+_check_specs()

@@ -1,0 +1,1 @@
+"""Generated gRPC code lives here; the .proto files are the source."""

@@ -1,0 +1,215 @@
+"""The graph store contract: the rows a writer sends and the interface every back end implements.
+
+Two back ends implement :class:`GraphStore`: Neo4j (``ingest.store.neo4j``) and in-memory
+(``ingest.store.memory``, the embedded default). One conformance suite runs unchanged against both.
+Readers (rules, GNN feature extraction, the gRPC server) depend on this protocol only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from schema.graph import check_property_name, node_spec, rel_spec
+
+#: Property values a store accepts: what Neo4j can hold natively.
+PropValue = str | int | float | bool | datetime | list[str] | list[int] | list[float] | None
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A node by label and natural key value."""
+
+    label: str
+    key: str
+
+    def __post_init__(self) -> None:
+        node_spec(self.label)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """Upsert one node. ``first_seen``/``last_seen`` keep the min/max; ``add`` increments counters."""
+
+    label: str
+    key: str
+    props: dict[str, Any] = field(default_factory=dict)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    add: dict[str, int | float] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> NodeRef:
+        return NodeRef(self.label, self.key)
+
+
+@dataclass(frozen=True)
+class RelRow:
+    """Upsert one relationship (and its end nodes if missing). ``key`` tells parallel edges apart."""
+
+    type: str
+    start: NodeRef
+    end: NodeRef
+    key: dict[str, Any] = field(default_factory=dict)
+    props: dict[str, Any] = field(default_factory=dict)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    add: dict[str, int | float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The highest source offset a batch contains, stored in the same transaction as the batch."""
+
+    source: str
+    offset: int
+
+
+@dataclass
+class GraphBatch:
+    """Everything one write applies atomically."""
+
+    nodes: list[NodeRow] = field(default_factory=list)
+    rels: list[RelRow] = field(default_factory=list)
+    cursors: list[Cursor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.nodes) + len(self.rels)
+
+    def extend(self, other: GraphBatch) -> None:
+        """Append another batch's rows (order kept: nodes before relationships at write time)."""
+        self.nodes.extend(other.nodes)
+        self.rels.extend(other.rels)
+        self.cursors.extend(other.cursors)
+
+    def validate(self) -> None:
+        """Check every label, type, key and property name against the schema allow-list."""
+        for node in self.nodes:
+            spec = node_spec(node.label)
+            for name in node.props:
+                check_property_name(name)
+                if name == spec.key:
+                    raise ValueError(f"{node.label}.{name} is the key; pass it as key, not a property")
+            _check_counters(node.label, node.add, spec.counters)
+        for rel in self.rels:
+            spec = rel_spec(rel.type)
+            if (rel.start.label, rel.end.label) not in spec.pairs:
+                raise ValueError(f"{rel.type} cannot join {rel.start.label} to {rel.end.label}")
+            if set(rel.key) != set(spec.key):
+                raise ValueError(f"{rel.type} needs key properties {spec.key}, got {tuple(rel.key)}")
+            for name in rel.props:
+                check_property_name(name)
+            _check_counters(rel.type, rel.add, spec.counters)
+
+
+def _check_counters(owner: str, add: dict[str, int | float], allowed: tuple[str, ...]) -> None:
+    """Counters become Cypher text in generated statements, so only declared ones are accepted."""
+    unknown = set(add) - set(allowed)
+    if unknown:
+        raise ValueError(f"{owner} has no counters {sorted(unknown)} (declared: {allowed})")
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node read back from a store."""
+
+    label: str
+    key: str
+    props: dict[str, Any]
+
+    @property
+    def ref(self) -> NodeRef:
+        return NodeRef(self.label, self.key)
+
+
+@dataclass(frozen=True)
+class Rel:
+    """A relationship read back from a store."""
+
+    type: str
+    start: NodeRef
+    end: NodeRef
+    props: dict[str, Any]
+
+
+@dataclass
+class Subgraph:
+    """Nodes and relationships around an entity."""
+
+    nodes: dict[NodeRef, Node] = field(default_factory=dict)
+    rels: list[Rel] = field(default_factory=list)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A half-open time window ``[since, until)``; either end may be open."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def contains(self, at: datetime) -> bool:
+        return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
+
+    def overlaps(self, first: datetime | None, last: datetime | None) -> bool:
+        """Whether an interval ``[first, last]`` (either end unknown) overlaps the window."""
+        lo = first or last
+        hi = last or first
+        if lo is None or hi is None:
+            return True
+        return (self.until is None or lo < self.until) and (self.since is None or hi >= self.since)
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """What the pipeline, detectors and the API need from a graph back end."""
+
+    def apply_schema(self) -> None:
+        """Create constraints and indexes for every natural key (idempotent)."""
+
+    def write(self, batch: GraphBatch) -> None:
+        """Apply a batch atomically and idempotently (MERGE on natural keys)."""
+
+    def cursor(self, source: str) -> int | None:
+        """The highest offset applied for a source partition, or ``None``."""
+
+    def get_node(self, ref: NodeRef) -> Node | None:
+        """One node by label and key."""
+
+    def find_nodes(
+        self,
+        label: str,
+        window: TimeWindow | None = None,
+        equals: dict[str, Any] | None = None,
+        limit: int = 1000,
+    ) -> list[Node]:
+        """Nodes of a label whose time falls in the window and whose properties equal ``equals``."""
+
+    def rels_of(self, ref: NodeRef, rel_type: str | None = None, direction: str = "both") -> list[Rel]:
+        """Relationships touching a node (``out``, ``in`` or ``both``), optionally of one type."""
+
+    def neighbourhood(
+        self,
+        ref: NodeRef,
+        hops: int,
+        window: TimeWindow | None = None,
+        rel_types: tuple[str, ...] | None = None,
+        limit: int = 5000,
+    ) -> Subgraph:
+        """Nodes and relationships within ``hops`` of a node, relationships limited to the window."""
+
+    def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
+        """Retention: delete event nodes and relationships last seen before ``cutoff``; returns the count."""
+
+    def count(self, label: str) -> int:
+        """Number of nodes with a label."""
+
+    def count_rels(self, rel_type: str) -> int:
+        """Number of relationships of a type."""
+
+    def clear(self) -> None:
+        """Delete everything (tests and demos only)."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,333 @@
+"""The ``sleuth`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from server.settings import Settings, load_settings
+
+log = logging.getLogger("sleuth")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "neo4j_uri", None):
+        overrides["neo4j_uri"] = args.neo4j_uri
+    if getattr(args, "kafka_bootstrap", None):
+        overrides["kafka_bootstrap"] = args.kafka_bootstrap
+    return load_settings(**overrides)
+
+
+# -- demo / serve ---------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the whole pipeline in one process on a built-in event stream and show what it finds."""
+    from ingest.simulate.starter import starter_events
+    from server.host import build_embedded_host, build_kafka_host, serve_grpc
+
+    settings = _settings(args)
+    if args.kafka:
+        host = build_kafka_host(settings, embedded_store=not args.neo4j)
+        from ingest.kafka import make_producer
+
+        producer = make_producer(settings.kafka_bootstrap)  # type: ignore[arg-type]
+
+        def feed(topic: str, value: bytes, key: bytes) -> None:
+            producer.send(topic, value=value, key=key)
+    else:
+        if args.neo4j:
+            raise SystemExit("--neo4j needs --kafka too (the in-process bus feeds the embedded store only)")
+        host = build_embedded_host(settings)
+        bus = host.bus
+        assert bus is not None
+
+        def feed(topic: str, value: bytes, key: bytes) -> None:
+            bus.produce(topic, value, key)
+
+    from schema.events import partition_key
+
+    started = time.monotonic()
+    host.start()
+    printed: set[str] = set()
+
+    def show(outcome: object) -> None:
+        for finding in getattr(outcome, "findings", []):
+            if finding.id not in printed:
+                printed.add(finding.id)
+                print(f"[{time.monotonic() - started:6.1f}s] {finding.kind:<18} {finding.score:.2f}  {finding.title}",
+                      flush=True)
+
+    host.runner._on_outcome = show
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(port: int) -> None:
+            print(f"sleuthgraph demo: gRPC on {settings.grpc.host}:{port} "
+                  f"(health, reflection, sleuth.v1.RootCause/Fraud/Findings); Ctrl-C stops", flush=True)
+
+        server_task = asyncio.create_task(serve_grpc(host, settings, stop, args.port, [ready]))
+        for event in starter_events(seed=args.seed, large_amount=settings.rules.large_amount):
+            feed(settings.kafka.topics.for_event_type(event.type), event.model_dump_json().encode(),  # type: ignore[attr-defined]
+                 partition_key(event).encode())
+        if args.kafka:
+            producer.flush()
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        await server_task
+
+    try:
+        asyncio.run(main())
+    finally:
+        host.stop()
+    print(f"{len(printed)} findings; graph: " + ", ".join(
+        f"{label}={host.store.count(label)}" for label in ("Service", "Transaction", "Account", "Finding")))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Consume Kafka into Neo4j and serve gRPC until SIGTERM."""
+    from server.host import build_kafka_host, serve_grpc
+
+    settings = _settings(args)
+    host = build_kafka_host(settings)
+    host.start()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_grpc(host, settings, stop, args.port,
+                         [lambda port: print(f"sleuth serve: gRPC on port {port}", flush=True)])
+
+    try:
+        asyncio.run(main())
+    finally:
+        host.stop()
+    return 0
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle):
+            line = line.strip()
+            if line:
+                yield number, line
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Load a JSONL file of events into the embedded store (default) or Neo4j (--neo4j)."""
+    from ingest.pipeline import Pipeline, SourceRecord
+    from rules.engine import RulesEngine
+    from server.host import build_detectors, build_mapper, build_store
+
+    settings = _settings(args)
+    store = build_store(settings, embedded=not args.neo4j)
+    pipeline = Pipeline(store, build_mapper(settings, persistent=args.neo4j), build_detectors(settings, RulesEngine()))
+    path = Path(args.file)
+    started = time.perf_counter()
+    totals = {"records": 0, "written": 0, "skipped": 0, "rejected": 0, "findings": 0}
+    batch: list[SourceRecord] = []
+
+    def flush() -> None:
+        outcome = pipeline.process(batch)
+        totals["records"] += outcome.records
+        totals["written"] += outcome.written_events
+        totals["skipped"] += outcome.skipped_events
+        totals["rejected"] += len(outcome.dead_letters)
+        totals["findings"] += len(outcome.findings)
+        for letter in outcome.dead_letters:
+            log.warning("line %d rejected: %s", letter.record.offset + 1, letter.rejection.reason)
+        batch.clear()
+
+    for number, line in _jsonl(path):
+        batch.append(SourceRecord(f"file:{path.name}", 0, number, line))
+        if len(batch) >= args.batch:
+            flush()
+    if batch:
+        flush()
+    totals["seconds"] = round(time.perf_counter() - started, 3)
+    print(json.dumps(totals))
+    store.close()
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Send a JSONL file of events to Kafka, each to its topic with its partition key."""
+    from ingest.decode import Rejection, decode_record
+    from ingest.kafka import ensure_topics, make_producer
+    from schema.events import partition_key
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
+    topics = settings.kafka.topics
+    ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
+    producer = make_producer(settings.kafka_bootstrap)
+    sent = invalid = 0
+    started = time.perf_counter()
+    for _, line in _jsonl(Path(args.file)):
+        decoded = decode_record(line)
+        if isinstance(decoded, Rejection):
+            # Still sent (the pipeline dead-letters it with the reason), to the topic its type names.
+            invalid += 1
+            try:
+                kind = json.loads(line).get("type", "log")
+            except (json.JSONDecodeError, AttributeError):
+                kind = "log"
+            topic = topics.for_event_type(kind) if kind in {"log", "metric", "span", "topology", "change", "alert",
+                                                             "transaction", "identity"} else topics.logs
+            producer.send(topic, value=line, key=None)
+        else:
+            event = decoded[0]
+            producer.send(topics.for_event_type(event.type), value=line,  # type: ignore[attr-defined]
+                          key=partition_key(event).encode())
+        sent += 1
+    producer.flush()
+    producer.close()
+    print(json.dumps({"sent": sent, "invalid": invalid, "seconds": round(time.perf_counter() - started, 3)}))
+    return 0
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Apply constraints to Neo4j, export JSON Schemas, or print the DDL."""
+    if args.action == "apply":
+        from server.host import build_store
+
+        store = build_store(_settings(args), embedded=False)  # applies the schema
+        from schema.constraints import STATEMENTS
+
+        print(f"applied {len(STATEMENTS)} constraints and indexes")
+        store.close()
+    elif args.action == "export":
+        from schema.jsonschemas import export
+
+        for path in export(Path(args.dir) if args.dir else None) if args.dir else export():
+            print(path)
+    else:
+        from schema.constraints import STATEMENTS
+
+        print(";\n".join(STATEMENTS) + ";")
+    return 0
+
+
+# -- simulate / train / eval ----------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Write a simulated scenario (events.jsonl and its ground truth) into --out."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.kind == "starter":
+        from ingest.simulate.starter import starter_events
+
+        events = starter_events(seed=args.seed)
+        with (out / "events.jsonl").open("w", encoding="utf-8") as handle:
+            for event in events:
+                handle.write(event.model_dump_json() + "\n")
+        print(json.dumps({"events": len(events), "out": str(out)}))
+        return 0
+    print(f"sleuth simulate {args.kind}: the {args.kind} simulator is not wired into the CLI yet", file=sys.stderr)
+    return 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    print(f"sleuth train {args.model}: training is not wired into the CLI yet", file=sys.stderr)
+    return 2
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a component and print one JSON line."""
+    if args.what == "logs":
+        from ingest.logs.evaluation import evaluate_file
+
+        result = evaluate_file(Path(args.path))
+        print(json.dumps(result) if args.json else f"{result['lines']} lines, grouping accuracy "
+              f"{result['grouping_accuracy']:.4f}")
+        return 0
+    print(f"sleuth eval {args.what}: not wired into the CLI yet", file=sys.stderr)
+    return 2
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sleuth", description=__doc__ or "sleuthgraph")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(fn=fn)
+        p.add_argument("--neo4j-uri", help="bolt URI (default: SLEUTH_NEO4J_URI or .services/env)")
+        p.add_argument("--kafka-bootstrap", help="host:port (default: SLEUTH_KAFKA_BOOTSTRAP or .services/env)")
+        return p
+
+    p = command("demo", cmd_demo, "run the whole pipeline in one process on built-in events (embedded default)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--neo4j", action="store_true", help="use the configured Neo4j instead of the in-memory store")
+    p.add_argument("--kafka", action="store_true", help="use the configured Kafka instead of the in-process bus")
+
+    p = command("serve", cmd_serve, "consume Kafka into Neo4j, detect, and serve gRPC")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (default: SLEUTH_GRPC__PORT or 50051)")
+
+    p = command("replay", cmd_replay, "load a JSONL file of events into the embedded store or Neo4j")
+    p.add_argument("file")
+    p.add_argument("--neo4j", action="store_true", help="write into the configured Neo4j")
+    p.add_argument("--batch", type=int, default=5000)
+
+    p = command("produce", cmd_produce, "send a JSONL file of events to Kafka with the right keys")
+    p.add_argument("file")
+
+    p = command("simulate", cmd_simulate, "generate a scenario with ground truth")
+    p.add_argument("kind", choices=["starter", "ops", "payments"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True)
+
+    p = command("train", cmd_train, "train a model on simulated data")
+    p.add_argument("model", choices=["rca", "fraud"])
+
+    p = command("eval", cmd_eval, "evaluate a component; prints one JSON line with --json")
+    p.add_argument("what", choices=["logs", "rca", "fraud"])
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+
+    p = command("schema", cmd_schema, "graph schema: apply constraints, export JSON Schemas, print DDL")
+    p.add_argument("action", choices=["apply", "export", "ddl"])
+    p.add_argument("--dir", help="output folder for export (default: schema/json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("neo4j").setLevel(logging.WARNING)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

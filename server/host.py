@@ -1,0 +1,163 @@
+"""Assembles the process: store, pipeline, detectors, sinks and the gRPC server, from typed settings.
+
+This is the only place clients (driver, consumer, producer, models) are built; everything below receives
+them. The pipeline runs in its own thread; the gRPC server on the asyncio loop of the main thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.bus import BusDeadLetters, BusFindings, InProcessBus
+from ingest.decode import DecodeLimits
+from ingest.detectors import BasicRuleDetector
+from ingest.enrich.metrics import MetricAnomalyScorer
+from ingest.logs.templates import FileTemplateState, LogTemplateMiner
+from ingest.mapping import EventMapper
+from ingest.metrics import PipelineMetrics, default_metrics
+from ingest.pipeline import Detector, Pipeline
+from ingest.runner import PipelineRunner, RecordSource, RunnerConfig
+from ingest.store.memory import MemoryGraphStore
+from rules.basic import BasicRulesConfig
+from rules.engine import RulesEngine
+from schema.store import GraphStore
+from server.app import ServerParts, create_server, shutdown
+from server.hub import FanOut, FindingHub
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings, embedded: bool) -> GraphStore:
+    """The in-memory store, or Neo4j at the configured address (constraints applied)."""
+    if embedded:
+        return MemoryGraphStore()
+    if not settings.neo4j_uri:
+        raise SystemExit("no Neo4j configured: set SLEUTH_NEO4J_URI or run scripts/services up")
+    from ingest.store.neo4j import Neo4jGraphStore, connect
+
+    password = settings.neo4j_password.get_secret_value() if settings.neo4j_password else None
+    store = Neo4jGraphStore(connect(settings.neo4j_uri, settings.neo4j_user, password), settings.neo4j_database)
+    store.apply_schema()
+    return store
+
+
+def build_mapper(settings: Settings, persistent: bool) -> EventMapper:
+    """The event mapper; with ``persistent`` its log templates survive restarts in the state dir."""
+    state = FileTemplateState(Path(settings.state_dir) / "templates.bin") if persistent else None
+    miner = LogTemplateMiner(persistence=state)
+    return EventMapper(miner, MetricAnomalyScorer(settings.metrics_scorer), settings.mapping)
+
+
+def build_detectors(settings: Settings, engine: RulesEngine) -> list[Detector]:
+    """Every detector that runs on each batch."""
+    return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount))]
+
+
+@dataclass
+class Host:
+    """A running pipeline thread plus what the gRPC server needs."""
+
+    store: GraphStore
+    pipeline: Pipeline
+    runner: PipelineRunner
+    hub: FindingHub
+    detectors: list[Detector]
+    thread: threading.Thread | None = None
+    bus: InProcessBus | None = None
+    extra_sinks: list[object] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Run the pipeline in a background thread."""
+        self.thread = threading.Thread(target=self.runner.run, name="pipeline", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the batch in hand, commit, close the source."""
+        self.runner.stop()
+        if self.thread is not None:
+            self.thread.join(timeout_s)
+
+    def server_parts(self, settings: Settings) -> ServerParts:
+        token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
+        basic = next(d for d in self.detectors if isinstance(d, BasicRuleDetector))
+        return ServerParts(self.store, self.hub, scorer=basic, analyzer=None, token=token,
+                           max_message_bytes=settings.grpc.max_message_bytes)
+
+
+def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = None) -> Host:
+    """Everything in one process: in-memory store, in-process bus (the demo's default)."""
+    bus = InProcessBus(partitions=settings.kafka.partitions)
+    topics = settings.kafka.topics
+    store = build_store(settings, embedded=True)
+    hub = FindingHub()
+    engine = RulesEngine()
+    detectors = build_detectors(settings, engine)
+    pipeline = Pipeline(
+        store, build_mapper(settings, persistent=False), detectors,
+        dead_letters=BusDeadLetters(bus, topics.dlq),
+        findings=FanOut(BusFindings(bus, topics.findings), hub),
+        limits=DecodeLimits(settings.kafka.max_record_bytes),
+        metrics=metrics or PipelineMetrics(),
+    )
+    source = bus.consumer(settings.kafka.group_id, topics.inputs())
+    runner = PipelineRunner(source, pipeline, _runner_config(settings))
+    return Host(store, pipeline, runner, hub, detectors, bus=bus)
+
+
+def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: PipelineMetrics | None = None) -> Host:
+    """Real Kafka (and Neo4j unless ``embedded_store``): what ``sleuth serve`` runs."""
+    from ingest.kafka import (
+        KafkaDeadLetters,
+        KafkaFindings,
+        KafkaSource,
+        ensure_topics,
+        make_consumer,
+        make_producer,
+    )
+
+    if not settings.kafka_bootstrap:
+        raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
+    topics = settings.kafka.topics
+    ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
+    store = build_store(settings, embedded=embedded_store)
+    producer = make_producer(settings.kafka_bootstrap)
+    hub = FindingHub()
+    engine = RulesEngine()
+    detectors = build_detectors(settings, engine)
+    pipeline = Pipeline(
+        store, build_mapper(settings, persistent=True), detectors,
+        dead_letters=KafkaDeadLetters(producer, topics.dlq),
+        findings=FanOut(KafkaFindings(producer, topics.findings), hub),
+        limits=DecodeLimits(settings.kafka.max_record_bytes),
+        metrics=metrics or default_metrics(),
+    )
+    consumer = make_consumer(settings.kafka_bootstrap, settings.kafka.group_id,
+                             max_poll_records=settings.kafka.batch_max_records)
+    source: RecordSource = KafkaSource(consumer, topics.inputs(), on_rebalance=pipeline.forget_partitions)
+    runner = PipelineRunner(source, pipeline, _runner_config(settings))
+    return Host(store, pipeline, runner, hub, detectors, extra_sinks=[producer])
+
+
+def _runner_config(settings: Settings) -> RunnerConfig:
+    return RunnerConfig(max_records=settings.kafka.batch_max_records, max_ms=settings.kafka.batch_max_ms)
+
+
+async def serve_grpc(host: Host, settings: Settings, stop: asyncio.Event, port: int | None = None,
+                     on_ready: Sequence[object] = ()) -> None:
+    """Serve gRPC for ``host`` until ``stop`` is set, then shut down gracefully."""
+    server, bound, health = await create_server(host.server_parts(settings), settings.grpc.host,
+                                                settings.grpc.port if port is None else port)
+    await server.start()
+    log.info("gRPC listening on %s:%d", settings.grpc.host, bound)
+    for callback in on_ready:
+        callback(bound)  # type: ignore[operator]
+    try:
+        await stop.wait()
+    finally:
+        await shutdown(server, health)

@@ -1,0 +1,178 @@
+"""One conformance suite, run unchanged against every GraphStore back end (in-memory and real Neo4j)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingest.batch import BatchBuilder
+from ingest.store.memory import MemoryGraphStore
+from schema.graph import SchemaViolation
+from schema.store import GraphBatch, GraphStore, NodeRef, NodeRow, RelRow, TimeWindow
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "neo4j"])
+def store(request: pytest.FixtureRequest) -> Iterator[GraphStore]:
+    if request.param == "memory":
+        yield MemoryGraphStore()
+    else:
+        yield request.getfixturevalue("neo4j_store")
+
+
+def _topology(at: datetime) -> GraphBatch:
+    b = BatchBuilder()
+    fe, co, pay = (b.node("Service", n, seen=at) for n in ("frontend", "checkout", "payments"))
+    b.rel("CALLS", fe, co, seen=at, add={"calls": 3, "errors": 1})
+    b.rel("CALLS", co, pay, seen=at, add={"calls": 2})
+    inst = b.node("Instance", "payments-0", {"service": "payments"}, seen=at)
+    b.rel("INSTANCE_OF", inst, pay, seen=at)
+    b.rel("RUNS_ON", inst, b.node("Host", "node-1", seen=at), seen=at)
+    return b.build()
+
+
+def test_is_a_graph_store(store: GraphStore) -> None:
+    assert isinstance(store, GraphStore)
+
+
+def test_write_and_read_back_nodes_with_native_times(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    node = store.get_node(NodeRef("Instance", "payments-0"))
+    assert node is not None
+    assert node.props == {"service": "payments", "first_seen": T0, "last_seen": T0}
+    assert store.get_node(NodeRef("Service", "nope")) is None
+    assert store.count("Service") == 3
+    assert store.count_rels("CALLS") == 2
+
+
+def test_replaying_a_batch_without_counters_changes_nothing(store: GraphStore) -> None:
+    b = BatchBuilder()
+    b.rel("USES", b.node("Account", "a1", seen=T0), b.node("Device", "d1", seen=T0), seen=T0)
+    batch = b.build()
+    store.write(batch)
+    store.write(batch)
+    assert store.count("Account") == 1 and store.count("Device") == 1 and store.count_rels("USES") == 1
+    assert store.get_node(NodeRef("Account", "a1")).props == {"first_seen": T0, "last_seen": T0}
+
+
+def test_merge_rules_min_max_add_and_null_removes(store: GraphStore) -> None:
+    later, earlier = T0 + timedelta(minutes=5), T0 - timedelta(minutes=5)
+    store.write(GraphBatch(nodes=[NodeRow("LogTemplate", "T1", {"template": "a <*>", "note": "x"}, T0, T0,
+                                          {"count": 2})]))
+    store.write(GraphBatch(nodes=[NodeRow("LogTemplate", "T1", {"note": None}, later, later, {"count": 3})]))
+    store.write(GraphBatch(nodes=[NodeRow("LogTemplate", "T1", {}, earlier, earlier, {"errors": 1})]))
+    props = store.get_node(NodeRef("LogTemplate", "T1")).props
+    assert props == {"template": "a <*>", "first_seen": earlier, "last_seen": later, "count": 5, "errors": 1}
+
+
+def test_parallel_edges_are_told_apart_by_their_key(store: GraphStore) -> None:
+    svc, tpl = NodeRef("Service", "s"), NodeRef("LogTemplate", "T9")
+    rows = [RelRow("EMITTED", svc, tpl, {"bucket": T0 + timedelta(minutes=m)}, add={"count": 1}, last_seen=T0)
+            for m in (0, 1, 1)]
+    store.write(GraphBatch(rels=rows))
+    assert store.count_rels("EMITTED") == 2
+    counts = sorted(r.props["count"] for r in store.rels_of(svc, "EMITTED", "out"))
+    assert counts == [1, 2]
+
+
+def test_cursor_is_the_highest_offset_written(store: GraphStore) -> None:
+    from schema.store import Cursor
+
+    assert store.cursor("sleuth.logs/0") is None
+    store.write(GraphBatch(cursors=[Cursor("sleuth.logs/0", 41)]))
+    store.write(GraphBatch(cursors=[Cursor("sleuth.logs/0", 7)]))
+    assert store.cursor("sleuth.logs/0") == 41
+    assert store.cursor("sleuth.logs/1") is None
+
+
+def test_find_nodes_by_window_and_properties_newest_first(store: GraphStore) -> None:
+    b = BatchBuilder()
+    for i in range(5):
+        b.node("Transaction", f"tx{i}", {"at": T0 + timedelta(minutes=i), "channel": "p2p" if i % 2 else "card"})
+    store.write(b.build())
+    window = TimeWindow(T0 + timedelta(minutes=1), T0 + timedelta(minutes=4))
+    assert [n.key for n in store.find_nodes("Transaction", window)] == ["tx3", "tx2", "tx1"]
+    assert [n.key for n in store.find_nodes("Transaction", window, {"channel": "p2p"})] == ["tx3", "tx1"]
+    assert [n.key for n in store.find_nodes("Transaction", limit=2)] == ["tx4", "tx3"]
+
+
+def test_relationships_of_a_node_by_direction_and_type(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    checkout = NodeRef("Service", "checkout")
+    out = store.rels_of(checkout, "CALLS", "out")
+    into = store.rels_of(checkout, "CALLS", "in")
+    assert [(r.start.key, r.end.key) for r in out] == [("checkout", "payments")]
+    assert [(r.start.key, r.end.key, r.props["calls"], r.props["errors"]) for r in into] == [
+        ("frontend", "checkout", 3, 1)]
+    assert len(store.rels_of(checkout)) == 2
+
+
+def test_neighbourhood_by_hops_and_window(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    late = BatchBuilder()
+    late.rel("CALLS", late.node("Service", "payments"), late.node("Service", "ledger"), seen=T0 + timedelta(hours=2))
+    store.write(late.build())
+    pay = NodeRef("Service", "payments")
+    one = store.neighbourhood(pay, hops=1)
+    assert {r.key for r in one.nodes} == {"payments", "checkout", "payments-0", "ledger"}
+    two = store.neighbourhood(pay, hops=2, window=TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=1)))
+    assert {r.key for r in two.nodes} == {"payments", "checkout", "payments-0", "frontend", "node-1"}
+    assert {(r.type, r.start.key, r.end.key) for r in two.rels} >= {("CALLS", "frontend", "checkout")}
+    only_calls = store.neighbourhood(pay, hops=3, rel_types=("CALLS",))
+    assert {r.key for r in only_calls.nodes} == {"payments", "checkout", "frontend", "ledger"}
+    assert store.neighbourhood(NodeRef("Service", "ghost"), hops=2).nodes == {}
+
+
+def test_neighbourhood_is_bounded(store: GraphStore) -> None:
+    b = BatchBuilder()
+    hub = b.node("Account", "hub", seen=T0)
+    for i in range(50):
+        b.rel("USES", b.node("Account", f"a{i}", seen=T0), b.node("Device", "shared", seen=T0), seen=T0)
+    b.rel("USES", hub, b.node("Device", "shared"), seen=T0)
+    store.write(b.build())
+    sub = store.neighbourhood(NodeRef("Account", "hub"), hops=2, limit=10)
+    assert sub.truncated
+    assert len(sub.nodes) <= 10
+
+
+def test_retention_deletes_old_events_and_edges_only(store: GraphStore) -> None:
+    old, new = T0 - timedelta(days=40), T0
+    b = BatchBuilder()
+    for key, at in (("old", old), ("new", new)):
+        tx = b.node("Transaction", key, {"at": at})
+        b.rel("SENT", b.node("Account", f"acct-{key}", seen=at), tx, seen=at)
+    store.write(b.build())
+    deleted = store.delete_older_than(T0 - timedelta(days=30), batch_size=1)
+    assert deleted >= 3  # the old transaction, its account, and the SENT edge
+    assert store.get_node(NodeRef("Transaction", "old")) is None
+    assert store.get_node(NodeRef("Account", "acct-old")) is None
+    assert store.get_node(NodeRef("Transaction", "new")) is not None
+    assert store.count_rels("SENT") == 1
+
+
+def test_values_are_data_never_query_text(store: GraphStore) -> None:
+    evil = "x'}) DETACH DELETE n //"
+    b = BatchBuilder()
+    b.node("Account", evil, {"note": "MATCH (n) DETACH DELETE n"}, seen=T0)
+    b.node("Account", "bystander", seen=T0)
+    store.write(b.build())
+    assert store.get_node(NodeRef("Account", evil)).props["note"] == "MATCH (n) DETACH DELETE n"
+    assert store.count("Account") == 2
+
+
+def test_the_allow_list_is_enforced(store: GraphStore) -> None:
+    with pytest.raises(SchemaViolation):
+        store.write(GraphBatch(nodes=[NodeRow("Person", "p")]))
+    with pytest.raises(ValueError, match="no counters"):
+        store.write(GraphBatch(nodes=[NodeRow("Service", "s", add={"hits": 1})]))
+    with pytest.raises(ValueError, match="cannot join"):
+        store.write(GraphBatch(rels=[RelRow("CALLS", NodeRef("Service", "a"), NodeRef("Host", "h"))]))
+
+
+def test_clear_removes_everything(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    store.clear()
+    assert store.count("Service") == 0 and store.count_rels("CALLS") == 0

@@ -1,0 +1,77 @@
+"""The durable-rules wrapper: every rule sees every fact, nothing accumulates, no-match is normal."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rules.basic import BasicRulesConfig, basic_ruleset
+from rules.engine import Rule, RulesEngine, Ruleset
+from rules.errors import RulesError
+
+RULES = Ruleset("test_thresholds", (
+    Rule("big", lambda m: m.amount >= 100, 0.7, "big amount", ("tx", "amount")),
+    Rule("p2p_mid", lambda m: (m.amount >= 50) & (m.channel == "p2p"), 0.2, "mid p2p", ("tx",)),
+))
+
+
+@pytest.fixture(scope="module")
+def engine() -> RulesEngine:
+    engine = RulesEngine()
+    engine.register(RULES)
+    return engine
+
+
+def test_every_matching_rule_fires_with_its_evidence(engine: RulesEngine) -> None:
+    fired = engine.evaluate(RULES.name, {"tx": "t1", "amount": 150, "channel": "p2p"})
+    assert sorted((f.rule, f.score, tuple(sorted(f.evidence.items()))) for f in fired) == [
+        ("big", 0.7, (("amount", 150), ("tx", "t1"))),
+        ("p2p_mid", 0.2, (("tx", "t1"),)),
+    ]
+
+
+def test_no_match_is_an_empty_answer(engine: RulesEngine) -> None:
+    assert engine.evaluate(RULES.name, {"tx": "t2", "amount": 1, "channel": "card"}) == []
+
+
+def test_the_same_fact_twice_fires_twice_and_state_does_not_grow(engine: RulesEngine) -> None:
+    fact = {"tx": "same", "amount": 500, "channel": "card"}
+    assert len(engine.evaluate(RULES.name, fact)) == 1
+    assert len(engine.evaluate(RULES.name, fact)) == 1
+    results = engine.evaluate_many(RULES.name, [{"tx": str(i), "amount": i % 200, "channel": "p2p"}
+                                                for i in range(3000)])
+    assert sum(len(r) for r in results) == sum((i % 200 >= 100) + (i % 200 >= 50) for i in range(3000))
+
+
+def test_calls_from_many_threads_are_serialised(engine: RulesEngine) -> None:
+    counts: list[int] = []
+
+    def work() -> None:
+        counts.append(sum(len(engine.evaluate(RULES.name, {"tx": "x", "amount": 120, "channel": "p2p"}))
+                          for _ in range(200)))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counts == [400, 400, 400, 400]
+
+
+def test_registration_is_once_per_process(engine: RulesEngine) -> None:
+    engine.register(RULES)  # the same definition again: fine
+    with pytest.raises(RulesError, match="already registered"):
+        engine.register(Ruleset(RULES.name, RULES.rules[:1]))
+    with pytest.raises(RulesError, match="not registered"):
+        engine.evaluate("never_registered", {"x": 1})
+
+
+def test_thresholds_come_from_configuration() -> None:
+    engine = RulesEngine()
+    low, high = basic_ruleset(BasicRulesConfig(large_amount=100)), basic_ruleset(BasicRulesConfig(large_amount=1e6))
+    engine.register(low)
+    engine.register(high)
+    fact = {"kind": "transaction", "transaction": "t", "amount": 5000.0}
+    assert [f.rule for f in engine.evaluate(low.name, fact)] == ["large_transaction"]
+    assert engine.evaluate(high.name, fact) == []
