@@ -15,27 +15,36 @@ from schema.store import Cursor, GraphBatch, NodeRef, NodeRow, RelRow
 _RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
 
 
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else min(a, b)
+class _Acc:
+    """Mutable accumulator of one row: merged in place, turned into a frozen row once at build time."""
 
+    __slots__ = ("props", "first", "last", "add")
 
-def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else max(a, b)
+    def __init__(self) -> None:
+        self.props: dict[str, Any] = {}
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.add: dict[str, int | float] = {}
 
-
-def _added(a: dict[str, int | float], b: dict[str, int | float]) -> dict[str, int | float]:
-    merged = dict(a)
-    for name, delta in b.items():
-        merged[name] = merged.get(name, 0) + delta
-    return merged
+    def merge(self, props: dict[str, Any] | None, seen: datetime | None, add: dict[str, int | float] | None) -> None:
+        if props:
+            self.props.update(props)
+        if seen is not None:
+            if self.first is None or seen < self.first:
+                self.first = seen
+            if self.last is None or seen > self.last:
+                self.last = seen
+        if add:
+            for name, delta in add.items():
+                self.add[name] = self.add.get(name, 0) + delta
 
 
 class BatchBuilder:
     """Collects node and relationship upserts; :meth:`build` returns one merged :class:`GraphBatch`."""
 
     def __init__(self) -> None:
-        self._nodes: dict[NodeRef, NodeRow] = {}
-        self._rels: dict[_RelKey, RelRow] = {}
+        self._nodes: dict[NodeRef, _Acc] = {}
+        self._rels: dict[_RelKey, _Acc] = {}
         self._cursors: dict[str, int] = {}
 
     def node(
@@ -48,18 +57,10 @@ class BatchBuilder:
     ) -> NodeRef:
         """Upsert a node; ``seen`` widens its first_seen/last_seen interval."""
         ref = NodeRef(label, key)
-        row = NodeRow(label, key, props or {}, seen, seen, add or {})
-        old = self._nodes.get(ref)
-        if old is not None:
-            row = NodeRow(
-                label,
-                key,
-                {**old.props, **row.props},
-                _earliest(old.first_seen, row.first_seen),
-                _latest(old.last_seen, row.last_seen),
-                _added(old.add, row.add),
-            )
-        self._nodes[ref] = row
+        acc = self._nodes.get(ref)
+        if acc is None:
+            acc = self._nodes[ref] = _Acc()
+        acc.merge(props, seen, add)
         return ref
 
     def rel(
@@ -72,23 +73,12 @@ class BatchBuilder:
         seen: datetime | None = None,
         add: dict[str, int | float] | None = None,
     ) -> None:
-        """Upsert a relationship between two nodes (which must also be upserted by the caller)."""
-        key = key or {}
-        rkey: _RelKey = (rel_type, start, end, tuple(sorted(key.items())))
-        row = RelRow(rel_type, start, end, key, props or {}, seen, seen, add or {})
-        old = self._rels.get(rkey)
-        if old is not None:
-            row = RelRow(
-                rel_type,
-                start,
-                end,
-                key,
-                {**old.props, **row.props},
-                _earliest(old.first_seen, row.first_seen),
-                _latest(old.last_seen, row.last_seen),
-                _added(old.add, row.add),
-            )
-        self._rels[rkey] = row
+        """Upsert a relationship between two nodes (the store creates missing end nodes)."""
+        rkey: _RelKey = (rel_type, start, end, tuple(sorted(key.items())) if key else ())
+        acc = self._rels.get(rkey)
+        if acc is None:
+            acc = self._rels[rkey] = _Acc()
+        acc.merge(props, seen, add)
 
     def cursor(self, source: str, offset: int) -> None:
         """Record that offsets up to ``offset`` of ``source`` are part of this batch."""
@@ -100,7 +90,7 @@ class BatchBuilder:
     def build(self) -> GraphBatch:
         """The merged batch (the builder can be discarded afterwards)."""
         return GraphBatch(
-            nodes=list(self._nodes.values()),
-            rels=list(self._rels.values()),
+            nodes=[NodeRow(r.label, r.key, a.props, a.first, a.last, a.add) for r, a in self._nodes.items()],
+            rels=[RelRow(t, s, e, dict(k), a.props, a.first, a.last, a.add) for (t, s, e, k), a in self._rels.items()],
             cursors=[Cursor(source, offset) for source, offset in self._cursors.items()],
         )

@@ -44,6 +44,8 @@ class RunnerConfig:
     poll_timeout_s: float = 0.1
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 5.0
+    #: How often consumer lag is measured (it costs a round trip to the broker).
+    lag_interval_s: float = 10.0
 
 
 class PipelineRunner:
@@ -61,6 +63,7 @@ class PipelineRunner:
         self.config = config or RunnerConfig()
         self.stop_event = threading.Event()
         self._on_outcome = on_outcome
+        self._lag_measured_at = 0.0
 
     def collect(self) -> list[SourceRecord]:
         """Gather one micro-batch, bounded by size and age."""
@@ -152,8 +155,21 @@ class PipelineRunner:
         try:
             while not self.stop_event.is_set():
                 self.run_once()
+                self._measure_lag()
         finally:
             self.source.close()
+
+    def _measure_lag(self) -> None:
+        now = time.monotonic()
+        lag = getattr(self.source, "lag", None)
+        if lag is None or now - self._lag_measured_at < self.config.lag_interval_s:
+            return
+        self._lag_measured_at = now
+        try:
+            for (topic, partition), behind in lag().items():
+                self.pipeline.metrics.lag.labels(topic, str(partition)).set(behind)
+        except IngestError as exc:  # lag is observability: never let it stop ingestion
+            log.warning("could not measure consumer lag: %s", exc)
 
     def drain(self, idle_batches: int = 2) -> int:
         """Process until the source returns nothing ``idle_batches`` times in a row; returns events written."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schema.graph import check_property_name, node_spec, rel_spec
+from schema.graph import TIME_PROPS, check_property_name, node_spec, rel_spec
 
 #: Property values a store accepts: what Neo4j can hold natively.
 PropValue = str | int | float | bool | datetime | list[str] | list[int] | list[float] | None
@@ -87,8 +87,9 @@ class GraphBatch:
         """Check every label, type, key and property name against the schema allow-list."""
         for node in self.nodes:
             spec = node_spec(node.label)
-            for name in node.props:
+            for name, value in node.props.items():
                 check_property_name(name)
+                _check_time(node.label, name, value)
                 if name == spec.key:
                     raise ValueError(f"{node.label}.{name} is the key; pass it as key, not a property")
             _check_counters(node.label, node.add, spec.counters)
@@ -98,9 +99,18 @@ class GraphBatch:
                 raise ValueError(f"{rel.type} cannot join {rel.start.label} to {rel.end.label}")
             if set(rel.key) != set(spec.key):
                 raise ValueError(f"{rel.type} needs key properties {spec.key}, got {tuple(rel.key)}")
-            for name in rel.props:
+            for name, value in (*rel.props.items(), *rel.key.items()):
                 check_property_name(name)
+                _check_time(rel.type, name, value)
             _check_counters(rel.type, rel.add, spec.counters)
+
+
+def _check_time(owner: str, name: str, value: Any) -> None:
+    """Datetimes only under the declared time property names, so every back end stores them natively."""
+    if isinstance(value, datetime) != (name in TIME_PROPS) and value is not None:
+        if isinstance(value, datetime):
+            raise ValueError(f"{owner}.{name} holds a datetime; time properties are named one of {TIME_PROPS}")
+        raise ValueError(f"{owner}.{name} is a time property and must hold a datetime, got {type(value).__name__}")
 
 
 def _check_counters(owner: str, add: dict[str, int | float], allowed: tuple[str, ...]) -> None:

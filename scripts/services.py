@@ -51,7 +51,7 @@ SERVICE_NAMES = ("neo4j", "kafka")
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
-POLL_S = 0.5
+POLL_S = 0.25
 LOG_TAIL_LINES = 40
 MARKER_NAME = ".pinned"  # lists the pom's coordinates; a cache folder without a matching one is refetched
 EXIT_NOT_RUNNING = 3
@@ -299,11 +299,11 @@ def kafka_answers(port: int) -> bool:
 # ----------------------------------------------------------------------------------------------- processes
 
 
-def process_is_running(pid: int | None, main_class: str) -> bool:
-    """True when ``pid`` is a live (not zombie) JVM running ``main_class``.
+def process_is_running(pid: int | None, *cmdline_parts: str) -> bool:
+    """True when ``pid`` is a live (not zombie) process whose command line contains every part.
 
-    Checking the command line guards against a recycled pid; checking the state guards against
-    zombies that a container's init never reaps.
+    Checking the command line guards against a recycled pid (or another checkout's server); checking
+    the state guards against zombies that a container's init never reaps.
     """
     if not pid:
         return False
@@ -314,7 +314,7 @@ def process_is_running(pid: int | None, main_class: str) -> bool:
     except OSError:
         return False
     state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and main_class in cmdline
+    return state not in ("Z", "X") and all(part in cmdline for part in cmdline_parts)
 
 
 def java_binary() -> str:
@@ -576,9 +576,11 @@ def save_state(state: State) -> None:
 
 
 def live_pid(service: Service, record: Record | None) -> int | None:
-    """The recorded pid when that process is still this server, else None."""
-    pid = record.get("pid") if record else None
-    return pid if pid and process_is_running(pid, service.main_class) else None
+    """The recorded pid when that process is still this server (its main class, its home), else None."""
+    if not record or not record.get("pid"):
+        return None
+    pid = record["pid"]
+    return pid if process_is_running(pid, service.main_class, record["home"]) else None
 
 
 def is_up(service: Service, record: Record | None) -> bool:
@@ -633,13 +635,29 @@ def describe(name: str, record: Record) -> str:
     return f"{name}: {where} (pid {record.get('pid')}, log {record.get('log')})"
 
 
+def wait_answering(service: Service, record: Record) -> bool:
+    """True once the recorded server answers; False at once when it is not running.
+
+    A server that runs but does not answer yet is most likely still starting (an earlier ``up`` was
+    interrupted, or start-up is slow on a loaded 2-core machine: 30 s were seen), so it gets the
+    normal start-up timeout instead of being killed and started over.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while live_pid(service, record) is not None:
+        if service.probe(record["port"]):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return False
+
+
 def launch(name: str, state: State) -> tuple[subprocess.Popen[bytes], int]:
     """Start one server that is not up, reusing its recorded ports and data when there are any."""
     service, record = SERVICES[name], state.get(name)
     stale = live_pid(service, record)
     if stale:
-        # Alive but not answering: most likely an interrupted earlier `up` left it half started.
-        # A clean restart is cheaper to reason about than adopting it.
+        # Still running yet never answered within the start-up timeout: it is stuck, start it afresh.
         stop_process_group(stale, service.main_class)
     record = ensure_ports(service, record) if record else service.new_record(state_root() / name)
     proc, offset = start(service, record)
@@ -658,7 +676,7 @@ def up(names: tuple[str, ...]) -> None:
     failures = []
     for name in names:
         record = state.get(name)
-        if record is not None and is_up(SERVICES[name], record):
+        if record is not None and wait_answering(SERVICES[name], record):
             print(f"up {describe(name, record)} already running")
             continue
         try:
@@ -771,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as error:
         print(f"services {args.verb}: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Servers already launched keep starting in their own sessions; a later `up` waits for them.
+        print(f"services {args.verb}: interrupted; see {state_root() / 'state.json'}", file=sys.stderr)
+        return 130
     print(f"{args.verb}: done in {time.monotonic() - started:.1f} s")
     return 0
 

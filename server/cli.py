@@ -99,10 +99,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Consume Kafka into Neo4j and serve gRPC until SIGTERM."""
+    from datetime import timedelta
+
+    from prometheus_client import start_http_server
+
+    from ingest.retention import RetentionJob
     from server.host import build_kafka_host, serve_grpc
 
     settings = _settings(args)
     host = build_kafka_host(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.grpc.host)
+        log.info("metrics on http://%s:%d/metrics", settings.grpc.host, settings.metrics_port)
+    retention = RetentionJob(host.store, timedelta(days=settings.retention_days), settings.retention_interval_s)
+    retention.start()
     host.start()
 
     async def main() -> None:
@@ -116,7 +126,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
+        # SIGTERM: gRPC drained above; now finish the batch in hand, commit its offsets, close clients.
+        retention.stop()
         host.stop()
+        host.close()
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,14 @@ class Host:
         if self.thread is not None:
             self.thread.join(timeout_s)
 
+    def close(self) -> None:
+        """Flush and close producers, then the store (after :meth:`stop`)."""
+        for sink in self.extra_sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+        self.store.close()
+
     def server_parts(self, settings: Settings) -> ServerParts:
         token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
         basic = next(d for d in self.detectors if isinstance(d, BasicRuleDetector))
@@ -102,7 +111,7 @@ def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = No
         store, build_mapper(settings, persistent=False), detectors,
         dead_letters=BusDeadLetters(bus, topics.dlq),
         findings=FanOut(BusFindings(bus, topics.findings), hub),
-        limits=DecodeLimits(settings.kafka.max_record_bytes),
+        limits=_limits(settings),
         metrics=metrics or PipelineMetrics(),
     )
     source = bus.consumer(settings.kafka.group_id, topics.inputs())
@@ -134,7 +143,7 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
         store, build_mapper(settings, persistent=True), detectors,
         dead_letters=KafkaDeadLetters(producer, topics.dlq),
         findings=FanOut(KafkaFindings(producer, topics.findings), hub),
-        limits=DecodeLimits(settings.kafka.max_record_bytes),
+        limits=_limits(settings),
         metrics=metrics or default_metrics(),
     )
     consumer = make_consumer(settings.kafka_bootstrap, settings.kafka.group_id,
@@ -142,6 +151,10 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
     source: RecordSource = KafkaSource(consumer, topics.inputs(), on_rebalance=pipeline.forget_partitions)
     runner = PipelineRunner(source, pipeline, _runner_config(settings))
     return Host(store, pipeline, runner, hub, detectors, extra_sinks=[producer])
+
+
+def _limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(settings.kafka.max_record_bytes, timedelta(seconds=settings.max_future_seconds))
 
 
 def _runner_config(settings: Settings) -> RunnerConfig:

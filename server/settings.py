@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".sleuth-state")
     #: Seconds of tolerated clock skew: events further in the future are rejected.
     max_future_seconds: float = 300.0
+    #: Prometheus metrics endpoint of ``sleuth serve`` (0 disables it).
+    metrics_port: int = 9464
+    #: Retention: graph data last seen longer ago than this is deleted, checked every interval.
+    retention_days: float = 30.0
+    retention_interval_s: float = 3600.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

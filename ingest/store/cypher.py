@@ -7,18 +7,26 @@ they are constants that tests read as exact text.
 
 from __future__ import annotations
 
-from schema.graph import NODES, RELS, NodeSpec, RelSpec
+from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
 
+#: Rows carry times as ISO-8601 text (``row.first_seen``, ``row.last_seen``, ``row.t.<name>``); this turns
+#: the two interval ends into DATETIMEs once per row.
+_ROW_TIMES = "WITH row, datetime(row.first_seen) AS fs, datetime(row.last_seen) AS ls\n"
+
+
 def _temporal_and_counters(var: str, counters: tuple[str, ...]) -> str:
-    """SET clauses: keep the earliest first_seen and latest last_seen; add counters."""
+    """SET clauses: declared time properties, the earliest first_seen and latest last_seen; add counters."""
     parts = [
-        f"{var}.first_seen = CASE WHEN row.first_seen IS NULL OR ({var}.first_seen IS NOT NULL AND "
-        f"{var}.first_seen <= row.first_seen) THEN {var}.first_seen ELSE row.first_seen END",
-        f"{var}.last_seen = CASE WHEN row.last_seen IS NULL OR ({var}.last_seen IS NOT NULL AND "
-        f"{var}.last_seen >= row.last_seen) THEN {var}.last_seen ELSE row.last_seen END",
+        f"{var}.{t} = CASE WHEN row.t.{t} IS NULL THEN {var}.{t} ELSE datetime(row.t.{t}) END" for t in TIME_PROPS
+    ]
+    parts += [
+        f"{var}.first_seen = CASE WHEN fs IS NULL OR ({var}.first_seen IS NOT NULL AND "
+        f"{var}.first_seen <= fs) THEN {var}.first_seen ELSE fs END",
+        f"{var}.last_seen = CASE WHEN ls IS NULL OR ({var}.last_seen IS NOT NULL AND "
+        f"{var}.last_seen >= ls) THEN {var}.last_seen ELSE ls END",
     ]
     # Only counters the row carries are touched, so a node never gains a zero it was not given.
     parts += [
@@ -31,6 +39,7 @@ def _temporal_and_counters(var: str, counters: tuple[str, ...]) -> str:
 def _merge_node(spec: NodeSpec) -> str:
     return (
         "UNWIND $rows AS row\n"
+        f"{_ROW_TIMES}"
         f"MERGE (n:{spec.label} {{{spec.key}: row.key}})\n"
         "SET n += row.props\n"
         f"{_temporal_and_counters('n', spec.counters)}"
@@ -38,10 +47,13 @@ def _merge_node(spec: NodeSpec) -> str:
 
 
 def _merge_rel(spec: RelSpec, start: str, end: str) -> str:
-    key = ", ".join(f"{name}: row.key.{name}" for name in spec.key)
+    key = ", ".join(
+        f"{name}: datetime(row.key.{name})" if name in TIME_PROPS else f"{name}: row.key.{name}" for name in spec.key
+    )
     rel_pattern = f"[r:{spec.type} {{{key}}}]" if key else f"[r:{spec.type}]"
     return (
         "UNWIND $rows AS row\n"
+        f"{_ROW_TIMES}"
         f"MERGE (a:{start} {{{NODE_KEYS[start]}: row.start}})\n"
         f"MERGE (b:{end} {{{NODE_KEYS[end]}: row.end}})\n"
         f"MERGE (a)-{rel_pattern}->(b)\n"

@@ -68,8 +68,15 @@ def _native_props(props: dict[str, Any]) -> dict[str, Any]:
     return {k: _native(v) for k, v in props.items()}
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any]) -> dict[str, Any]:
-    return {"props": props, "first_seen": first, "last_seen": last, "add": add}
+    """One parameter row. Datetimes travel as ISO text (see ``schema.graph.TIME_PROPS`` for why)."""
+    plain = {k: v for k, v in props.items() if not isinstance(v, datetime)}
+    times = {k: v.isoformat() for k, v in props.items() if isinstance(v, datetime)}
+    return {"props": plain, "t": times, "first_seen": _iso(first), "last_seen": _iso(last), "add": add}
 
 
 class Neo4jGraphStore:
@@ -110,7 +117,8 @@ class Neo4jGraphStore:
         rel_rows: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for rel in batch.rels:
             row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add)
-            row.update(start=rel.start.key, end=rel.end.key, key=rel.key)
+            key = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rel.key.items()}
+            row.update(start=rel.start.key, end=rel.end.key, key=key)
             rel_rows[(rel.type, rel.start.label, rel.end.label)].append(row)
         cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
 

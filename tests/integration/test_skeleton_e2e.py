@@ -4,7 +4,6 @@ written back, answered over gRPC; a bad record lands in the dead-letter topic wi
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,29 +16,12 @@ from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
 from schema.store import NodeRef
 from server.host import build_kafka_host
-from server.settings import KafkaSettings, Settings, Topics
 from tests.grpc_harness import running_server
-
-
-def _settings(neo4j_uri: str, bootstrap: str, prefix: str, state: Path) -> Settings:
-    names = {f: f"{prefix}.{f}" for f in Topics.model_fields}
-    return Settings(
-        neo4j_uri=neo4j_uri, kafka_bootstrap=bootstrap, state_dir=state,
-        kafka=KafkaSettings(group_id=f"{prefix}-group", topics=Topics(**names), partitions=2, batch_max_ms=100),
-    )
-
-
-def _wait(predicate, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met within the timeout")
+from tests.support import make_settings, wait_until
 
 
 def test_records_to_annotations_to_grpc(neo4j_store, neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path) -> None:
-    settings = _settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path)
+    settings = make_settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path)
     topics = settings.kafka.topics
     host = build_kafka_host(settings)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -58,8 +40,8 @@ def test_records_to_annotations_to_grpc(neo4j_store, neo4j_uri, kafka_bootstrap,
 
     host.start()
     try:
-        _wait(lambda: neo4j_store.get_node(NodeRef("Finding", "risky_transaction:tx-big")) is not None)
-        _wait(lambda: neo4j_store.count("LogTemplate") == 1 and neo4j_store.count("Transaction") == 2)
+        wait_until(lambda: neo4j_store.get_node(NodeRef("Finding", "risky_transaction:tx-big")) is not None)
+        wait_until(lambda: neo4j_store.count("LogTemplate") == 1 and neo4j_store.count("Transaction") == 2)
         tx = neo4j_store.get_node(NodeRef("Transaction", "tx-big"))
         assert tx.props["risk_score"] == 0.6 and tx.props["risk_reasons"] == ["amount at or above 10000"]
         assert neo4j_store.get_node(NodeRef("Service", "payments")) is not None

@@ -1,0 +1,57 @@
+"""Helpers shared by integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from server.settings import KafkaSettings, Settings, Topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def topic_names(prefix: str) -> Topics:
+    """Topics unique to one test."""
+    return Topics(**{name: f"{prefix}.{name}" for name in Topics.model_fields})
+
+
+def make_settings(neo4j_uri: str, bootstrap: str, prefix: str, state: Path, **kafka: object) -> Settings:
+    """Settings for a pipeline on the test servers with the test's own topics and group."""
+    options = {"group_id": f"{prefix}-group", "topics": topic_names(prefix), "partitions": 2, "batch_max_ms": 100,
+               **kafka}
+    return Settings(neo4j_uri=neo4j_uri, kafka_bootstrap=bootstrap, state_dir=state,
+                    kafka=KafkaSettings(**options))  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as environment variables, for a ``sleuth`` subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEUTH_KAFKA__")}
+    env.update(
+        SLEUTH_NEO4J_URI=str(settings.neo4j_uri), SLEUTH_KAFKA_BOOTSTRAP=str(settings.kafka_bootstrap),
+        SLEUTH_STATE_DIR=str(settings.state_dir), SLEUTH_KAFKA__GROUP_ID=settings.kafka.group_id,
+        SLEUTH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        SLEUTH_KAFKA__BATCH_MAX_MS=str(settings.kafka.batch_max_ms), SLEUTH_GRPC__PORT="0", SLEUTH_METRICS_PORT="0",
+        PYTHONUNBUFFERED="1",
+    )
+    for name, value in settings.kafka.topics.model_dump().items():
+        env[f"SLEUTH_KAFKA__TOPICS__{name.upper()}"] = value
+    return env
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 120.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not reached within {timeout_s:.0f} s")
+
+
+def services(*args: str) -> None:
+    """Run ``scripts/services`` (same state dir as the test session)."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "services.py"), *args], check=True, cwd=REPO)
