@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ingest.errors import IngestError
 from schema.store import GraphStore
@@ -21,7 +21,7 @@ class RetentionJob:
     """Runs ``store.delete_older_than(now - horizon)`` every ``interval_s`` until stopped."""
 
     def __init__(self, store: GraphStore, horizon: timedelta, interval_s: float, batch_size: int = 10_000,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._horizon = horizon
         self._interval_s = interval_s
