@@ -127,6 +127,10 @@ class KafkaSource:
             for r in records
         ]
 
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this consumer holds now."""
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
             return

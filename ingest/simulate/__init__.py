@@ -1,5 +1,1 @@
-"""Simulators that produce labelled event streams (ground truth included) for demos, training and evaluation."""
-
-from ingest.simulate.ops import OpsScenario, OpsSimConfig, simulate_ops, write_scenario
-
-__all__ = ["OpsScenario", "OpsSimConfig", "simulate_ops", "write_scenario"]
+"""Event sources with ground truth: the starter stream, the ops simulator, the payments simulator."""
