@@ -11,6 +11,8 @@ and is not thread-safe.
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +48,11 @@ class MappingConfig:
     anomaly_threshold: float = 4.0
 
 
+def _quantile(ordered: list[float], q: float) -> float:
+    """Nearest-rank quantile of a sorted, non-empty list."""
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 3)
+
+
 def bucket_start(at: datetime, seconds: int) -> datetime:
     """The start of the bucket ``at`` falls into (UTC)."""
     offset = int((at - _EPOCH).total_seconds()) // seconds * seconds
@@ -64,13 +71,28 @@ class EventMapper:
         self.templates = templates
         self.scorer = scorer or MetricAnomalyScorer()
         self.config = config or MappingConfig()
+        # Span durations of the batch being mapped, per (caller, callee, bucket), for percentiles.
+        self._durations: dict[tuple[NodeRef, NodeRef, datetime], list[float]] = defaultdict(list)
 
     def map(self, events: Iterable[EventBase], builder: BatchBuilder | None = None) -> BatchBuilder:
-        """Add the rows of ``events`` to ``builder`` (a new one by default) and return it."""
+        """Add the rows of ``events`` to ``builder`` (a new one by default), finish the batch, return it."""
         builder = builder or BatchBuilder()
         for event in events:
             self.map_one(event, builder)
+        self.finish(builder)
         return builder
+
+    def finish(self, out: BatchBuilder) -> None:
+        """Add what needs the whole batch: latency percentiles of each caller -> callee bucket.
+
+        A bucket split across two batches gets the percentiles of the later part (the counters are exact);
+        with batches of seconds and buckets of a minute this is rare and bounded to one bucket per edge.
+        """
+        for (caller, callee, bucket), durations in self._durations.items():
+            durations.sort()
+            out.rel("CALLED", caller, callee, key={"bucket": bucket},
+                    props={"p50_ms": _quantile(durations, 0.5), "p99_ms": _quantile(durations, 0.99)})
+        self._durations.clear()
 
     def map_one(self, event: EventBase, out: BatchBuilder) -> None:
         """Add the rows of one event."""
@@ -136,10 +158,11 @@ class EventMapper:
         callee, _, _ = self._placement(out, event.at, event.service, event.instance, None)
         if event.caller and event.caller != event.service:
             caller = out.node("Service", event.caller, seen=event.at)
-            out.rel(
-                "CALLS", caller, callee, seen=event.at,
-                add={"calls": 1, "errors": int(event.error), "duration_ms_sum": event.duration_ms},
-            )
+            counts = {"calls": 1, "errors": int(event.error), "duration_ms_sum": event.duration_ms}
+            out.rel("CALLS", caller, callee, seen=event.at, add=counts)
+            bucket = bucket_start(event.at, self.config.bucket_seconds)
+            out.rel("CALLED", caller, callee, key={"bucket": bucket}, seen=event.at, add=counts)
+            self._durations[(caller, callee, bucket)].append(event.duration_ms)
 
     def _change(self, event: ChangeEvent, out: BatchBuilder) -> None:
         svc, inst, hst = self._placement(out, event.at, event.service, event.instance, event.host)

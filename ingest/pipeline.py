@@ -169,6 +169,7 @@ class Pipeline:
                     self.mapper.map_one(event, builder)
             builder.cursor(record.source, record.offset)
 
+        self.mapper.finish(builder)
         batch = builder.build()
         started = time.perf_counter()
         self.store.write(batch)

@@ -86,6 +86,8 @@ _IDENTITIES = ("Device", "IP", "Card", "Phone", "Email")
 RELS: tuple[RelSpec, ...] = (
     RelSpec("CALLS", ("Service",), ("Service",), counters=("calls", "errors", "duration_ms_sum"),
             description="Caller -> callee, aggregated from spans."),
+    RelSpec("CALLED", ("Service",), ("Service",), key=("bucket",), counters=("calls", "errors", "duration_ms_sum"),
+            description="Caller -> callee per time bucket, with p50_ms / p99_ms of the bucket's spans."),
     RelSpec("INSTANCE_OF", ("Instance",), ("Service",)),
     RelSpec("RUNS_ON", ("Instance",), ("Host",)),
     RelSpec("CHANGED", ("Change",), _OPS_ENTITIES),

@@ -69,6 +69,9 @@ def test_mapping_writes_aggregates_not_raw_samples() -> None:
     [calls] = [r for r in batch.rels if r.type == "CALLS"]
     assert (calls.start.key, calls.end.key, calls.add) == ("web", "pay", {"calls": 4, "errors": 1,
                                                                           "duration_ms_sum": 60.0})
+    [called] = [r for r in batch.rels if r.type == "CALLED"]
+    assert called.key == {"bucket": AT.replace(second=0)} and called.add["calls"] == 4
+    assert (called.props["p50_ms"], called.props["p99_ms"]) == (10.0, 30.0)
     assert {r.type for r in batch.rels if r.start == NodeRef("Account", "a")} == {"SENT", "USES"}
 
 
