@@ -3,6 +3,8 @@ consumer lag. A registry is injected so several pipelines (tests, the demo) do n
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -28,6 +30,8 @@ class PipelineMetrics:
         self.retries = Counter("sleuth_ingest_store_retries_total", "Retried store writes", registry=registry)
 
 
+@functools.cache
 def default_metrics() -> PipelineMetrics:
-    """Metrics on the process-wide default registry (what ``/metrics`` serves)."""
+    """Metrics on the process-wide default registry (what ``/metrics`` serves); one set per process, since
+    a registry refuses the same metric names twice."""
     return PipelineMetrics(REGISTRY)

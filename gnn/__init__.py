@@ -1,0 +1,1 @@
+"""Temporal graph models: root-cause ranking and transaction scoring, with training and evaluation."""
