@@ -13,7 +13,9 @@ Three stages, all generic (no per-system settings):
    tokens, e.g. ``5 KB`` vs ``5 KB (5120 B)``), or (b) they differ in exactly one literal word and at least
    ``sibling_min_values`` (5) distinct values were seen in that slot (a slot that took many different words,
    such as a user name, is a variable; one that took a handful, such as a state, is not). The first token
-   is never such a slot: it usually names the event.
+   is never such a slot: it usually names the event. Once a slot is known to be variable, it is masked
+   (``<VAR>``) in later lines, so new values reuse one Drain cluster and the decision is persisted with
+   Drain's templates.
 
 Template ids are ``T`` + the smallest Drain cluster id of the group. Drain cluster ids are part of Drain3's
 persisted state and the grouping is a pure function of the clusters, so ids survive restarts.
@@ -26,11 +28,11 @@ import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drain3 import TemplateMiner
-from drain3.masking import MaskingInstruction
+from drain3.masking import AbstractMaskingInstruction, MaskingInstruction
 from drain3.persistence_handler import PersistenceHandler
 from drain3.template_miner_config import TemplateMinerConfig
 
@@ -42,45 +44,69 @@ _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.?"
 _WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?"
 _UNIT = r"(?:[KMGTP]i?B|B|bytes?|[kKMG]?bps|ms|us|ns|s|secs?|seconds?|mins?|minutes?|h|hrs?|hours?|days?|%)"
 
-#: (regular expression, mask name), applied in this order. Order matters: structured values first (a URL
-#: contains a path, a path may contain a date, a date contains numbers), the catch-all digit rule last.
-DEFAULT_MASKING: tuple[tuple[str, str], ...] = (
-    (r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]+", "URL"),
+_DIGITS = tuple("0123456789")
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """One masking step: matches of ``pattern`` become ``<name>``.
+
+    ``hints``: substrings of which the line must contain one for the rule to run (a cheap ``in`` test that
+    saves the regex scan on most lines); empty means always run.
+    """
+
+    pattern: str
+    name: str
+    hints: tuple[str, ...] = ()
+
+
+#: Applied in this order. Order matters: structured values first (a URL contains a path, a path may contain
+#: a date, a date contains numbers), the catch-all digit rule last.
+DEFAULT_MASKING: tuple[MaskRule, ...] = (
+    MaskRule(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>]+", "URL", ("://",)),
     # Unix paths: relative ones ("./x"), two or more segments, or one segment holding a digit; with query.
-    (
+    MaskRule(
         r"(?<![\w/.~-])(?:\.{1,2}(?:/[\w.\-@~%+:$#]+)+|~?(?:/[\w.\-@~%+:$#]*){2,}"
         r"|/[\w.\-@~%+$#]*\d[\w.\-@~%+$#]*)(?:\?[^\s\"'<>]*)?",
         "PATH",
+        ("/",),
     ),
-    (r"(?<![\w/])[A-Za-z]:\\[^\s\"'<>]*", "PATH"),  # Windows paths
-    (_L + r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}" + _R, "UUID"),
-    (r"(?<![\w.:/])(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}" + _R, "MAC"),
+    MaskRule(r"(?<![\w/])[A-Za-z]:\\[^\s\"'<>]*", "PATH", (":\\",)),  # Windows paths
+    MaskRule(_L + r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}" + _R, "UUID", ("-",)),
+    MaskRule(r"(?<![\w.:/])(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}" + _R, "MAC", (":", "-")),
     # "Fri Dec 10 19:02:14 EST 2004", "Aug 4 2005", "Jul 12 10:00:01"
-    (
+    MaskRule(
         _L + rf"(?:{_WEEKDAY}\s+)?{_MONTH}\s+\d{{1,2}}(?:,?\s+\d{{4}})?(?:\s+\d{{1,2}}:\d{{2}}"
         r"(?::\d{2}(?:[.,]\d+)?)?)?(?:\s+[A-Z]{2,5})?(?:\s+\d{4})?" + _R,
         "DATE",
+        _DIGITS,
     ),
-    (
+    MaskRule(
         _L + r"\d{4}-\d{2}-\d{2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?" + _R,
         "DATE",
+        ("-",),
     ),
-    (_L + r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?" + _R, "TIME"),
-    (_L + r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?" + _R, "IP"),
+    MaskRule(_L + r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?" + _R, "TIME", (":",)),
+    MaskRule(_L + r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?" + _R, "IP", (".",)),
     # host:port endpoints ("proxy.example.org:5070"): the host is part of the value.
-    (r"(?<![\w.\-/])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST"),
-    (_L + r"blk_-?\d+" + _R, "BLK"),
-    (_L + r"0[xX][0-9a-fA-F]+" + _R, "HEX"),
+    MaskRule(r"(?<![\w.\-/])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST", (":",)),
+    MaskRule(_L + r"blk_-?\d+" + _R, "BLK", ("blk_",)),
+    MaskRule(_L + r"0[xX][0-9a-fA-F]+" + _R, "HEX", ("0x", "0X")),
     # Hex ids/hashes: 8+ hex digits with at least one digit and one letter (plain words never qualify).
-    (_L + r"(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}" + _R, "HEX"),
+    MaskRule(_L + r"(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}" + _R, "HEX", _DIGITS),
     # A number and its unit are one value: "5.2 KB" and "384 B" must not differ in a literal token.
-    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s?" + _UNIT + _R, "SIZE"),
-    (r"(?<==)(?:\"[^\"]*\"|'[^']*'|[^\s,;&=\])}]+)", "VAL"),  # the value of key=value, maybe quoted
-    (r"(?<=\.\.)[-+]?\d[\w.]*", "NUM"),  # the value after dot leaders: "threshold.......0"
-    (r"(?<=[A-Za-z]:)[-+]?\d[\w.]*" + _R, "NUM"),  # "key:123": keep the key, mask the value
-    (r"(?<![^\s(\[{\"'=:,])(?:true|false|True|False|null|None)(?![^\s)\]}\"',;.])", "BOOL"),
+    MaskRule(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s?" + _UNIT + _R, "SIZE", _DIGITS),
+    # The value of key=value, maybe quoted.
+    MaskRule(r"(?<==)(?:\"[^\"]*\"|'[^']*'|[^\s,;&=\])}]+)", "VAL", ("=",)),
+    MaskRule(r"(?<=\.\.)[-+]?\d[\w.]*", "NUM", ("..",)),  # the value after dot leaders: "threshold.......0"
+    MaskRule(r"(?<=[A-Za-z]:)[-+]?\d[\w.]*" + _R, "NUM", (":",)),  # "key:123": keep the key, mask the value
+    MaskRule(
+        r"(?<![^\s(\[{\"'=:,])(?:true|false|True|False|null|None)(?![^\s)\]}\"',;.])",
+        "BOOL",
+        ("true", "false", "True", "False", "null", "None"),
+    ),
     # Catch-all: a whitespace token holding a digit is a variable (its edge punctuation is kept).
-    (r"(?<![^\s(\[{\"'=])(?![(\[{\"'])\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM"),
+    MaskRule(r"(?<![^\s(\[{\"'=])(?![(\[{\"'])\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM", _DIGITS),
 )
 
 _MASK_TOKEN = re.compile(r"<[A-Z]+>|<\*>")
@@ -90,6 +116,20 @@ _SENTINEL = "\x00"  # stands for a mask while collapsing, so that "<" and ">" co
 # value ("<*> (<*>)", "<*>:<*>", "<<*>"). Not "*" or "!": a "****" between numbers is template text.
 _SEP = r"""[,;:./\\()\[\]{}<>'"|=#@+\-]"""
 _MASK_RUN = re.compile(rf"{_SEP}*\x00(?:(?:\s|{_SEP})*\x00)*{_SEP}*")
+
+
+class _HintedMasking(MaskingInstruction):  # type: ignore[misc]  # drain3 ships no type hints
+    """A Drain3 regex masking instruction that skips lines holding none of its rule's hints."""
+
+    def __init__(self, rule: MaskRule) -> None:
+        super().__init__(rule.pattern, rule.name)
+        self.hints = re.compile("|".join(map(re.escape, rule.hints))) if rule.hints else None
+
+    def mask(self, content: str, mask_prefix: str, mask_suffix: str) -> str:
+        if self.hints is not None and self.hints.search(content) is None:
+            return content
+        return str(super().mask(content, mask_prefix, mask_suffix))
+
 
 # -- configuration ---------------------------------------------------------------------------------
 
@@ -107,8 +147,9 @@ class LogTemplateConfig:
     #: Bound on Drain clusters (LRU eviction beyond it), so memory stays bounded on unbounded streams.
     max_clusters: int = 10_000
     extra_delimiters: tuple[str, ...] = ()
-    masking: tuple[tuple[str, str], ...] = DEFAULT_MASKING
-    #: Clusters differing in one literal word merge once this many share the slot (0 disables).
+    masking: tuple[MaskRule, ...] = DEFAULT_MASKING
+    #: Clusters differing in one literal word merge once the slot took this many distinct values (0: never).
+    #: Five: state-like slots seen in practice take two to four words (VM Started/Paused/Resumed/Stopped).
     sibling_min_values: int = 5
     snapshot_interval_minutes: int = 5
     compress_state: bool = True
@@ -123,7 +164,7 @@ class LogTemplateConfig:
         cfg.drain_max_children = self.max_children
         cfg.drain_max_clusters = self.max_clusters
         cfg.drain_extra_delimiters = list(self.extra_delimiters)
-        cfg.masking_instructions = [MaskingInstruction(rx, name) for rx, name in self.masking]
+        cfg.masking_instructions = [_HintedMasking(rule) for rule in self.masking]
         cfg.mask_prefix, cfg.mask_suffix = "<", ">"
         cfg.snapshot_interval_minutes = self.snapshot_interval_minutes
         cfg.snapshot_compress_state = self.compress_state
@@ -172,6 +213,7 @@ class FileTemplateState(PersistenceHandler):  # type: ignore[misc]  # drain3 shi
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_directory(self.path.parent)
 
     def load_state(self) -> bytes | None:
         """The last saved state, or None when nothing was saved yet."""
@@ -179,6 +221,20 @@ class FileTemplateState(PersistenceHandler):  # type: ignore[misc]  # drain3 shi
             return self.path.read_bytes()
         except FileNotFoundError:
             return None
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not support fsync on directories
+    finally:
+        os.close(fd)
 
 
 # -- grouping of Drain clusters --------------------------------------------------------------------
@@ -211,6 +267,19 @@ def _is_literal(token: str) -> bool:
     return "<*>" not in token and _LETTER.search(token) is not None
 
 
+VARIABLE_SLOT_MASK = "VAR"  # the mask written into lines (and so into Drain templates) for learned variable slots
+_VARIABLE_TOKEN = f"<{VARIABLE_SLOT_MASK}>"
+
+
+@dataclass
+class _Key:
+    """The clusters indexed under one key, and what they hold in the key's slot."""
+
+    members: set[int] = field(default_factory=set)
+    literals: int = 0  # members with a literal word in the slot
+    proven: int = 0  # members with the learned-variable mask in the slot
+
+
 class TemplateGroups:
     """Joins Drain clusters into templates (see the module docstring), incrementally.
 
@@ -220,14 +289,19 @@ class TemplateGroups:
     slot count once together (``user root``, ``user admin`` ... and ``user admin1`` are one template). A
     template is a connected component; its representative is its smallest cluster id. Components are
     cached until the next change.
+
+    Once a slot is linked, :meth:`mask_variable_slot` masks it in new lines (``<VAR>``), so that a new user
+    name reuses one Drain cluster instead of creating one per name, and the decision is written into Drain's
+    persisted templates: a cluster with ``<VAR>`` in a slot keeps that slot linked.
     """
 
-    def __init__(self, min_values: int) -> None:
+    def __init__(self, min_values: int, delimiters: Sequence[str] = ()) -> None:
         self.min_values = min_values
+        self.delimiters = tuple(delimiters)  # Drain's extra delimiters: tokens must be split the same way
         self._tokens: dict[int, list[str]] = {}
-        self._keys: dict[int, list[tuple[Hashable, bool]]] = {}  # cluster id -> (key, literal in the slot)
-        self._members: dict[Hashable, set[int]] = defaultdict(set)
-        self._literals: dict[Hashable, int] = defaultdict(int)  # key -> members with a literal in the slot
+        self._keys: dict[int, list[tuple[Hashable, int]]] = {}  # cluster id -> (key, position or -1)
+        self._index: dict[Hashable, _Key] = {}
+        self._linked_slots: dict[int, int] = defaultdict(int)  # token count -> linked slot keys of that length
         self._rep: dict[int, int] = {}  # cluster id -> representative, valid until the next change
         self._text: dict[int, str] = {}  # representative -> template text, same lifetime
 
@@ -244,8 +318,9 @@ class TemplateGroups:
     def update(self, cluster_id: int, template: str) -> None:
         """Index (or re-index) a cluster under its current Drain template."""
         self.remove(cluster_id)
+        raw = template.split()
         tokens = _canonical(template)
-        keys: list[tuple[Hashable, bool]] = [(("run", _collapse(tokens)), False)]
+        keys: list[tuple[Hashable, int]] = [(("run", _collapse(tokens)), -1)]
         literal = [_is_literal(tok) for tok in tokens]
         # One-slot keys: never the first token (it usually names the event), and only when another literal
         # word is left to anchor the template. hash() keeps keys small; they never leave the process.
@@ -253,35 +328,70 @@ class TemplateGroups:
             before, after = _chained_hashes(tokens)
             for i in range(1, len(tokens)):
                 if (literal[i] and sum(literal) >= 2) or tokens[i] == "<*>":
-                    keys.append((("slot", len(tokens), i, before[i], after[i]), literal[i]))
-        for key, is_literal in keys:
-            self._members[key].add(cluster_id)
-            self._literals[key] += is_literal
-        self._tokens[cluster_id] = tokens
+                    keys.append((("slot", len(tokens), i, before[i], after[i]), i))
+        for key, i in keys:
+            was_linked = self._linked(key)
+            entry = self._index.setdefault(key, _Key())
+            entry.members.add(cluster_id)
+            entry.literals += i >= 0 and literal[i]
+            entry.proven += i >= 0 and raw[i] == _VARIABLE_TOKEN
+            self._count_linked_slot(key, was_linked)
+        self._tokens[cluster_id] = raw
         self._keys[cluster_id] = keys
         self._invalidate()
 
     def remove(self, cluster_id: int) -> None:
         """Forget a cluster (evicted by Drain)."""
-        for key, is_literal in self._keys.pop(cluster_id, ()):
-            members = self._members[key]
-            members.discard(cluster_id)
-            self._literals[key] -= is_literal
-            if not members:
-                del self._members[key], self._literals[key]
-        if self._tokens.pop(cluster_id, None) is not None:
-            self._invalidate()
+        raw = self._tokens.pop(cluster_id, None)
+        if raw is None:
+            return
+        literal = [_is_literal(tok) for tok in _canonical(" ".join(raw))]
+        for key, i in self._keys.pop(cluster_id, ()):
+            was_linked = self._linked(key)
+            entry = self._index[key]
+            entry.members.discard(cluster_id)
+            entry.literals -= i >= 0 and literal[i]
+            entry.proven -= i >= 0 and raw[i] == _VARIABLE_TOKEN
+            if not entry.members:
+                del self._index[key]
+            self._count_linked_slot(key, was_linked)
+        self._invalidate()
+
+    def _count_linked_slot(self, key: Hashable, was_linked: bool) -> None:
+        """Keep ``_linked_slots`` current after the members of ``key`` changed."""
+        if key[0] == "slot":  # type: ignore[index]
+            self._linked_slots[key[1]] += self._linked(key) - was_linked  # type: ignore[index]
 
     def _invalidate(self) -> None:
         self._rep.clear()
         self._text.clear()
 
     def _linked(self, key: Hashable) -> bool:
+        entry = self._index.get(key)
+        if entry is None:
+            return False
         if key[0] == "run":  # type: ignore[index]
-            return len(self._members[key]) >= 2
+            return len(entry.members) >= 2
         # Distinct values seen in the slot: each literal word, plus one for "some masked value".
-        literals = self._literals[key]
-        return literals + (len(self._members[key]) > literals) >= self.min_values
+        masked = len(entry.members) > entry.literals
+        return entry.proven > 0 or entry.literals + masked >= self.min_values
+
+    def mask_variable_slot(self, content: str, mask: str) -> str:
+        """``content`` (already masked) with the first literal word in a linked slot replaced by ``mask``."""
+        if self.min_values <= 0:
+            return content
+        for delimiter in self.delimiters:
+            content = content.replace(delimiter, " ")
+        raw = content.split()
+        if not self._linked_slots.get(len(raw)):
+            return content  # no variable slot known for lines of this length
+        tokens = [_MASK_TOKEN.sub("<*>", tok) for tok in raw]
+        before, after = _chained_hashes(tokens)
+        for i in range(1, len(tokens)):
+            if _is_literal(tokens[i]) and self._linked(("slot", len(tokens), i, before[i], after[i])):
+                raw[i] = mask
+                return " ".join(raw)
+        return content
 
     def component(self, cluster_id: int) -> list[int]:
         """The cluster ids forming the same template as ``cluster_id`` (sorted)."""
@@ -292,7 +402,7 @@ class TemplateGroups:
             for key, _ in self._keys.get(stack.pop(), ()):
                 if key not in expanded and self._linked(key):
                     expanded.add(key)
-                    new = self._members[key] - seen
+                    new = self._index[key].members - seen
                     seen |= new
                     stack.extend(new)
         return sorted(seen)
@@ -312,7 +422,7 @@ class TemplateGroups:
         rep = self.representative(cluster_id)
         text = self._text.get(rep)
         if text is None:
-            rows = [self._tokens[m] for m in self.component(rep)]
+            rows = [_canonical(" ".join(self._tokens[m])) for m in self.component(rep)]
             if any(len(row) != len(rows[0]) for row in rows):
                 text = _collapse(rows[0])  # values of varying length: the collapsed form they share
             else:
@@ -322,6 +432,17 @@ class TemplateGroups:
 
 
 # -- the miner -------------------------------------------------------------------------------------
+
+
+class _VariableSlotMasking(AbstractMaskingInstruction):  # type: ignore[misc]  # drain3 ships no type hints
+    """A Drain3 masking step that masks the slots :class:`TemplateGroups` learned to be variable."""
+
+    def __init__(self, groups: TemplateGroups) -> None:
+        super().__init__(VARIABLE_SLOT_MASK)
+        self.groups = groups
+
+    def mask(self, content: str, mask_prefix: str, mask_suffix: str) -> str:
+        return self.groups.mask_variable_slot(content, mask_prefix + self.mask_with + mask_suffix)
 
 
 def template_id_for(cluster_id: int) -> str:
@@ -341,8 +462,11 @@ class LogTemplateMiner:
         persistence: PersistenceHandler | None = None,
     ) -> None:
         self.config = config or LogTemplateConfig()
-        self._miner = TemplateMiner(persistence_handler=persistence, config=self.config.to_drain3())
-        self._groups = TemplateGroups(self.config.sibling_min_values)
+        self._groups = TemplateGroups(self.config.sibling_min_values, self.config.extra_delimiters)
+        drain3_config = self.config.to_drain3()
+        # Last masking step: learned variable slots (it reads the grouping, so it is built per miner).
+        drain3_config.masking_instructions.append(_VariableSlotMasking(self._groups))
+        self._miner = TemplateMiner(persistence_handler=persistence, config=drain3_config)
         # Drain3 restored its clusters in the constructor (when a state exists): rebuild the grouping.
         # get() rather than values(): reading through the LRU cache would reorder it.
         clusters = self._miner.drain.id_to_cluster
@@ -432,7 +556,8 @@ _ERROR_LEVELS = frozenset(
     {"E", "F", "ERR", "ERROR", "FATAL", "CRIT", "CRITICAL", "SEVERE", "ALERT", "EMERG", "EMERGENCY", "PANIC"}
 )
 _ERROR_WORDS = re.compile(
-    r"\w*exception\b|\w*error\b|\berrors\b|\bfail(?:s|ed|ure|ures|ing)?\b|\bfatal\b|\bpanic(?:ked)?\b"
+    # "exception"/"error" may end a longer word: NullPointerException, IOError.
+    r"(?:exception|error)\b|\berrors\b|\bfail(?:s|ed|ure|ures|ing)?\b|\bfatal\b|\bpanic(?:ked)?\b"
     r"|\btime[ -]?out\b|\btimed out\b|\brefused\b|\btraceback\b|\bsegfault\b|\bcrash(?:ed)?\b",
     re.IGNORECASE,
 )
@@ -450,6 +575,7 @@ __all__ = [
     "FileTemplateState",
     "LogTemplateConfig",
     "LogTemplateMiner",
+    "MaskRule",
     "TemplateGroups",
     "TemplateMatch",
     "is_error_line",

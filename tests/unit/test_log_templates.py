@@ -117,6 +117,22 @@ def test_a_slot_with_many_words_becomes_a_variable() -> None:
     assert list(miner.templates().values()) == ["Invalid user <*> from <*>"]
 
 
+def test_a_learned_variable_slot_is_masked_and_survives_a_restart(tmp_path: Path) -> None:
+    state = FileTemplateState(tmp_path / "state")
+    miner = LogTemplateMiner(persistence=state)
+    first = [miner.add(f"Invalid user {u} from 10.0.0.1") for u in ("admin", "test", "oracle", "guest", "pi")]
+    assert [m.template_id for m in first] == ["T000001", "T000002", "T000003", "T000004", "T000001"]
+    assert {miner.template_id_of_cluster(m.cluster_id) for m in first} == {"T000001"}  # the 5th name links them
+    clusters = miner.cluster_count
+    assert miner.add("Invalid user mallory from 10.0.0.2").template_id == "T000001"
+    assert miner.cluster_count == clusters + 1  # one cluster for every later name: "Invalid user <VAR> from <IP>"
+    restarted = LogTemplateMiner(persistence=state)
+    later = [restarted.add(f"Invalid user {u} from 10.0.0.3") for u in ("eve", "trent", "peggy")]
+    assert {m.template_id for m in later} == {"T000001"}
+    assert restarted.cluster_count == clusters + 1
+    assert restarted.match("Invalid user victor from 10.0.0.4").template_id == "T000001"  # type: ignore[union-attr]
+
+
 def test_a_slot_with_few_words_stays_constant() -> None:
     lines = [f"Task moved from {a} to RUNNING" for a in ("NEW", "QUEUED", "PAUSED", "BLOCKED")]
     assert len(set(mine_template_ids(lines))) == 4
