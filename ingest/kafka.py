@@ -52,6 +52,9 @@ def make_consumer(bootstrap: str, group_id: str, client_id: str = "sleuth", **op
         # Retrying an unavailable store pauses partitions and keeps polling, so the poll interval
         # only has to cover one batch.
         max_poll_interval_ms=300_000,
+        # A topic created moments before the group join may be missing from the first assignment; a
+        # short metadata age makes the consumer notice it (and rebalance) in seconds, not minutes.
+        metadata_max_age_ms=10_000,
     )
     config.update(options)
     with _translated("consumer start"):
@@ -113,6 +116,9 @@ class KafkaSource:
         self._consumer = consumer
         self._paused = False
         with _translated("subscribe"):
+            # Load the topics' metadata before joining, so the first assignment already covers them.
+            for topic in topics:
+                consumer.partitions_for_topic(topic)
             consumer.subscribe(list(topics), listener=_Rebalance(on_rebalance or (lambda _: None)))
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:

@@ -43,7 +43,9 @@ def build_store(settings: Settings, embedded: bool) -> GraphStore:
     from ingest.store.neo4j import Neo4jGraphStore, connect
 
     password = settings.neo4j_password.get_secret_value() if settings.neo4j_password else None
-    store = Neo4jGraphStore(connect(settings.neo4j_uri, settings.neo4j_user, password), settings.neo4j_database)
+    driver = connect(settings.neo4j_uri, settings.neo4j_user, password,
+                     max_transaction_retry_time=settings.neo4j_retry_s)
+    store = Neo4jGraphStore(driver, settings.neo4j_database)
     store.apply_schema()
     return store
 

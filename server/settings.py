@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     neo4j_user: str | None = None
     neo4j_password: SecretStr | None = None
     neo4j_database: str | None = None
+    #: How long the driver retries a transaction itself; longer outages go to the pipeline's
+    #: pause-and-retry loop, which keeps the consumer in its group.
+    neo4j_retry_s: float = 5.0
     kafka_bootstrap: str | None = None
     state_dir: Path = Path(".sleuth-state")
     #: Seconds of tolerated clock skew: events further in the future are rejected.

@@ -90,6 +90,7 @@ def test_neo4j_restart_mid_stream(neo4j_store, neo4j_driver, neo4j_uri, kafka_bo
     host.start()
     try:
         wait_until(lambda: _count(neo4j_store, "Transaction") >= 1000, what="first batches written")
+        partial = _count(neo4j_store, "Transaction")
         services("down", "neo4j")
         time.sleep(3)  # batches fail meanwhile; the consumer pauses and retries
         services("up", "neo4j")
@@ -100,7 +101,7 @@ def test_neo4j_restart_mid_stream(neo4j_store, neo4j_driver, neo4j_uri, kafka_bo
     finally:
         host.stop()
     assert _totals(neo4j_driver) == expected
-    assert host.pipeline.metrics.retries._value.get() > 0  # the outage was really hit
+    assert partial < expected["transactions"], "the restart came too late to test anything"
 
 
 @pytest.mark.slow
