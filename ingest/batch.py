@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from schema.graph import rel_spec
 from schema.store import Cursor, GraphBatch, NodeRef, NodeRow, RelRow
 
 _RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
@@ -73,7 +74,10 @@ class BatchBuilder:
         seen: datetime | None = None,
         add: dict[str, int | float] | None = None,
     ) -> None:
-        """Upsert a relationship between two nodes (the store creates missing end nodes)."""
+        """Upsert a relationship between two nodes (the store creates missing end nodes). ``seen`` is
+        ignored for relationships that record a single event (``RelSpec.temporal`` is false)."""
+        if seen is not None and not rel_spec(rel_type).temporal:
+            seen = None
         rkey: _RelKey = (rel_type, start, end, tuple(sorted(key.items())) if key else ())
         acc = self._rels.get(rkey)
         if acc is None:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: Properties that hold a DATETIME, on any label or relationship type (besides first_seen/last_seen).
-#: Declared because the Neo4j driver converts Python datetimes slowly (about 0.2 ms each): the store sends
-#: these as ISO-8601 text and converts them with ``datetime()`` in Cypher, which is many times faster.
+#: Every property name that may hold a DATETIME (besides first_seen/last_seen); each label and relationship
+#: type declares which of them it has. Declared because the Neo4j driver converts Python datetimes slowly
+#: (about 0.2 ms each): the store sends them as ISO-8601 text and converts them with ``datetime()`` in
+#: Cypher, and only the statement of a label that has a time property pays for converting it.
 TIME_PROPS: tuple[str, ...] = ("at", "ends_at", "detected_at", "bucket", "started_at", "resolved_at")
 
 
@@ -36,6 +37,12 @@ class NodeSpec:
     #: through ``last_seen``).
     time_prop: str | None = "last_seen"
     description: str = ""
+    #: DATETIME properties besides first_seen/last_seen (a subset of TIME_PROPS).
+    times: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.time_prop not in (None, "last_seen") and self.time_prop not in self.times:
+            object.__setattr__(self, "times", (self.time_prop, *self.times))
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ class RelSpec:
     key: tuple[str, ...] = ()
     counters: tuple[str, ...] = ()
     description: str = ""
+    #: DATETIME properties besides first_seen/last_seen, key properties included (a subset of TIME_PROPS).
+    times: tuple[str, ...] = ()
+    #: Whether the relationship tracks first_seen/last_seen. Relationships that record one event (a payment's
+    #: SENT/TO/VIA/AT, an alert's FIRED_ON...) never change: their time is the event node's ``at``.
+    temporal: bool = True
     pairs: tuple[tuple[str, str], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,8 +75,8 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("LogTemplate", "id", counters=("count", "errors"),
              description="A log template mined by Drain3 (stable id)."),
     NodeSpec("Anomaly", "id", time_prop="at", description="A metric anomaly: metric, score, at."),
-    NodeSpec("Alert", "fingerprint", time_prop="at", description="An alert keyed by its fingerprint."),
-    NodeSpec("Incident", "id", time_prop="at", description="Annotation: alerts grouped into an incident."),
+    NodeSpec("Alert", "fingerprint", time_prop="at", times=("ends_at",), description="An alert keyed by its fingerprint."),
+    NodeSpec("Incident", "id", time_prop="at", times=("started_at", "resolved_at"), description="Annotation: alerts grouped into an incident."),
     # Payments
     NodeSpec("Account", "id", counters=("sent", "received"), description="A payment account."),
     NodeSpec("Transaction", "id", time_prop="at", description="One payment."),
@@ -86,25 +98,25 @@ _IDENTITIES = ("Device", "IP", "Card", "Phone", "Email")
 RELS: tuple[RelSpec, ...] = (
     RelSpec("CALLS", ("Service",), ("Service",), counters=("calls", "errors", "duration_ms_sum"),
             description="Caller -> callee, aggregated from spans."),
-    RelSpec("CALLED", ("Service",), ("Service",), key=("bucket",), counters=("calls", "errors", "duration_ms_sum"),
+    RelSpec("CALLED", ("Service",), ("Service",), key=("bucket",), times=("bucket",), counters=("calls", "errors", "duration_ms_sum"),
             description="Caller -> callee per time bucket, with p50_ms / p99_ms of the bucket's spans."),
     RelSpec("INSTANCE_OF", ("Instance",), ("Service",)),
     RelSpec("RUNS_ON", ("Instance",), ("Host",)),
-    RelSpec("CHANGED", ("Change",), _OPS_ENTITIES),
-    RelSpec("EMITTED", ("Service", "Instance"), ("LogTemplate",), key=("bucket",), counters=("count", "errors"),
+    RelSpec("CHANGED", ("Change",), _OPS_ENTITIES, temporal=False),
+    RelSpec("EMITTED", ("Service", "Instance"), ("LogTemplate",), key=("bucket",), times=("bucket",), counters=("count", "errors"),
             description="Template counts per time bucket."),
-    RelSpec("ON", ("Anomaly",), _OPS_ENTITIES),
-    RelSpec("FIRED_ON", ("Alert",), _OPS_ENTITIES),
-    RelSpec("GROUPS", ("Incident",), ("Alert",)),
-    RelSpec("ROOT_CAUSE", ("Incident",), (*_OPS_ENTITIES, "Change"),
+    RelSpec("ON", ("Anomaly",), _OPS_ENTITIES, temporal=False),
+    RelSpec("FIRED_ON", ("Alert",), _OPS_ENTITIES, temporal=False),
+    RelSpec("GROUPS", ("Incident",), ("Alert",), temporal=False),
+    RelSpec("ROOT_CAUSE", ("Incident",), (*_OPS_ENTITIES, "Change"), times=("at",),
             description="Annotation: ranked root-cause candidates of an incident."),
-    RelSpec("SENT", ("Account",), ("Transaction",)),
-    RelSpec("TO", ("Transaction",), ("Account",)),
-    RelSpec("VIA", ("Transaction",), ("Device", "IP", "Card")),
+    RelSpec("SENT", ("Account",), ("Transaction",), temporal=False),
+    RelSpec("TO", ("Transaction",), ("Account",), temporal=False),
+    RelSpec("VIA", ("Transaction",), ("Device", "IP", "Card"), temporal=False),
     RelSpec("USES", ("Account",), _IDENTITIES, counters=("count",)),
-    RelSpec("AT", ("Transaction",), ("Merchant",)),
+    RelSpec("AT", ("Transaction",), ("Merchant",), temporal=False),
     RelSpec("MEMBER_OF", ("Account",), ("FraudRing",)),
-    RelSpec("EVIDENCE", ("FraudRing",), ("Transaction",)),
+    RelSpec("EVIDENCE", ("FraudRing",), ("Transaction",), temporal=False),
     RelSpec("ABOUT", ("Finding",), (*_OPS_ENTITIES, "Change", "Alert", "Incident", "Account", "Transaction",
                                     "FraudRing")),
 )
@@ -143,12 +155,16 @@ def check_property_name(name: str) -> str:
 def _check_specs() -> None:
     for spec in NODES:
         check_property_name(spec.key)
+        if not set(spec.times) <= set(TIME_PROPS):
+            raise SchemaViolation(f"{spec.label} declares undeclared time properties {spec.times}")
         for name in (spec.label, *spec.counters):
             check_property_name(name)
     for rel in RELS:
         check_property_name(rel.type)
         for name in (*rel.key, *rel.counters):
             check_property_name(name)
+        if not set(rel.times) <= set(TIME_PROPS):
+            raise SchemaViolation(f"{rel.type} declares undeclared time properties {rel.times}")
         for label in (*rel.starts, *rel.ends):
             node_spec(label)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from schema.graph import TIME_PROPS, check_property_name, node_spec, rel_spec
+from schema.graph import check_property_name, node_spec, rel_spec
 
 #: Property values a store accepts: what Neo4j can hold natively.
 PropValue = str | int | float | bool | datetime | list[str] | list[int] | list[float] | None
@@ -89,7 +89,7 @@ class GraphBatch:
             spec = node_spec(node.label)
             for name, value in node.props.items():
                 check_property_name(name)
-                _check_time(node.label, name, value)
+                _check_time(node.label, name, value, spec.times)
                 if name == spec.key:
                     raise ValueError(f"{node.label}.{name} is the key; pass it as key, not a property")
             _check_counters(node.label, node.add, spec.counters)
@@ -101,16 +101,17 @@ class GraphBatch:
                 raise ValueError(f"{rel.type} needs key properties {spec.key}, got {tuple(rel.key)}")
             for name, value in (*rel.props.items(), *rel.key.items()):
                 check_property_name(name)
-                _check_time(rel.type, name, value)
+                _check_time(rel.type, name, value, spec.times)
             _check_counters(rel.type, rel.add, spec.counters)
 
 
-def _check_time(owner: str, name: str, value: Any) -> None:
-    """Datetimes only under the declared time property names, so every back end stores them natively."""
-    if isinstance(value, datetime) != (name in TIME_PROPS) and value is not None:
-        if isinstance(value, datetime):
-            raise ValueError(f"{owner}.{name} holds a datetime; time properties are named one of {TIME_PROPS}")
-        raise ValueError(f"{owner}.{name} is a time property and must hold a datetime, got {type(value).__name__}")
+def _check_time(owner: str, name: str, value: Any, times: tuple[str, ...]) -> None:
+    """Datetimes only under the time properties the schema declares, so every back end stores them natively."""
+    if value is None or isinstance(value, datetime) == (name in times):
+        return
+    if isinstance(value, datetime):
+        raise ValueError(f"{owner}.{name} holds a datetime, but {owner}'s declared time properties are {times}")
+    raise ValueError(f"{owner}.{name} is a time property and must hold a datetime, got {type(value).__name__}")
 
 
 def _check_counters(owner: str, add: dict[str, int | float], allowed: tuple[str, ...]) -> None:

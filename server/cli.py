@@ -259,12 +259,51 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 handle.write(event.model_dump_json() + "\n")
         print(json.dumps({"events": len(events), "out": str(out)}))
         return 0
-    print(f"sleuth simulate {args.kind}: the {args.kind} simulator is not wired into the CLI yet", file=sys.stderr)
-    return 2
+    if args.kind == "ops":
+        from dataclasses import replace
+
+        from ingest.simulate.ops import OpsSimConfig, simulate_ops, write_scenario
+
+        config = OpsSimConfig(seed=args.seed)
+        if args.services:
+            config = replace(config, min_services=args.services, max_services=args.services)
+        scenario = simulate_ops(config)
+        write_scenario(scenario, out)
+        print(json.dumps({"events": len(scenario.events), "cases": len(scenario.cases), "out": str(out)}))
+        return 0
+    return _simulate_payments(args, out)
+
+
+def _simulate_payments(args: argparse.Namespace, out: Path) -> int:
+    try:
+        from ingest.simulate.payments import PaymentsSimConfig, simulate_payments, write_scenario
+    except ImportError:
+        print("sleuth simulate payments: the payments simulator is not part of this build yet", file=sys.stderr)
+        return 2
+    scenario = simulate_payments(PaymentsSimConfig(seed=args.seed))
+    write_scenario(scenario, out)
+    print(json.dumps({"events": len(scenario.events), "labels": len(scenario.labels), "out": str(out)}))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    print(f"sleuth train {args.model}: training is not wired into the CLI yet", file=sys.stderr)
+    """Train a model on simulated data; writes the checkpoint, its card and a training-curve PNG."""
+    if args.model == "rca":
+        from dataclasses import replace
+
+        from server.workflows.rca import RcaTrainConfig, train_rca
+
+        config = RcaTrainConfig(seed=args.seed)
+        if args.epochs:
+            config = replace(config, epochs=args.epochs)
+        if args.out:
+            config = replace(config, checkpoint=str(Path(args.out) / "rca.pt"),
+                             plot=str(Path(args.out) / "rca_training.png"))
+        result = train_rca(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(json.dumps({"checkpoint": str(result.checkpoint), "plot": str(result.plot), **result.metrics},
+                         default=str))
+        return 0
+    print("sleuth train fraud: the fraud model is not part of this build yet", file=sys.stderr)
     return 2
 
 
@@ -277,7 +316,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result) if args.json else f"{result['lines']} lines, grouping accuracy "
               f"{result['grouping_accuracy']:.4f}")
         return 0
-    print(f"sleuth eval {args.what}: not wired into the CLI yet", file=sys.stderr)
+    if args.what == "rca":
+        from ingest.store.memory import MemoryGraphStore
+        from server.workflows.rca import evaluate_dir
+
+        factory = MemoryGraphStore
+        if args.neo4j:
+            from server.host import build_store
+
+            settings = _settings(args)
+
+            def factory():  # type: ignore[no-redef]
+                store = build_store(settings, embedded=False)
+                store.clear()
+                return store
+
+        report = evaluate_dir(Path(args.path), checkpoint=args.checkpoint or None, store_factory=factory)
+        report.pop("per_case", None) if not args.per_case else None
+        print(json.dumps(report, default=str) if args.json else json.dumps(report, indent=2, default=str))
+        return 0
+    print("sleuth eval fraud: the fraud evaluation is not part of this build yet", file=sys.stderr)
     return 2
 
 
@@ -314,18 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("produce", cmd_produce, "send a JSONL file of events to Kafka with the right keys")
     p.add_argument("file")
 
-    p = command("simulate", cmd_simulate, "generate a scenario with ground truth")
+    p = command("simulate", cmd_simulate, "generate a scenario with ground truth (events.jsonl + cases/labels)")
     p.add_argument("kind", choices=["starter", "ops", "payments"])
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
+    p.add_argument("--services", type=int, default=0, help="ops: exact number of services (default: 10-40)")
 
-    p = command("train", cmd_train, "train a model on simulated data")
+    p = command("train", cmd_train, "train a model on simulated data (seeds disjoint from evaluation seeds)")
     p.add_argument("model", choices=["rca", "fraud"])
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--epochs", type=int, default=0, help="default: the training config's")
+    p.add_argument("--out", help="folder for the checkpoint and curve (default: gnn/checkpoints)")
 
     p = command("eval", cmd_eval, "evaluate a component; prints one JSON line with --json")
     p.add_argument("what", choices=["logs", "rca", "fraud"])
-    p.add_argument("path")
+    p.add_argument("path", help="logs: a Loghub *_structured_corrected.csv; rca/fraud: a scenario folder")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--neo4j", action="store_true", help="rca: replay into the configured Neo4j (wiped)")
+    p.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "gnn/checkpoints/rca.pt"),
+                   help="rca: model checkpoint ('' for rules and baselines only)")
+    p.add_argument("--per-case", action="store_true", help="rca: include every case's ranks")
 
     p = command("schema", cmd_schema, "graph schema: apply constraints, export JSON Schemas, print DDL")
     p.add_argument("action", choices=["apply", "export", "ddl"])

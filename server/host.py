@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from gnn.rca.checkpoint import load_checkpoint
+from gnn.rca.engine import RcaConfig, RcaEngine
 from ingest.bus import BusDeadLetters, BusFindings, InProcessBus
 from ingest.decode import DecodeLimits
 from ingest.detectors import BasicRuleDetector
@@ -29,6 +31,7 @@ from rules.engine import RulesEngine
 from schema.store import GraphStore
 from server.app import ServerParts, create_server, shutdown
 from server.hub import FanOut, FindingHub
+from server.rca import RcaAnalyzer
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,8 +100,20 @@ class Host:
     def server_parts(self, settings: Settings) -> ServerParts:
         token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
         basic = next(d for d in self.detectors if isinstance(d, BasicRuleDetector))
-        return ServerParts(self.store, self.hub, scorer=basic, analyzer=None, token=token,
-                           max_message_bytes=settings.grpc.max_message_bytes)
+        return ServerParts(self.store, self.hub, scorer=basic, analyzer=build_analyzer(self.store, settings),
+                           token=token, max_message_bytes=settings.grpc.max_message_bytes)
+
+
+def build_analyzer(store: GraphStore, settings: Settings) -> RcaAnalyzer:
+    """The RCA engine over ``store`` with the shipped (or configured) checkpoint; rules only without one."""
+    model, config = None, RcaConfig()
+    checkpoint = Path(settings.rca_checkpoint)
+    if checkpoint.is_file():
+        model, features, weight = load_checkpoint(checkpoint)
+        config = RcaConfig(features=features, rules_weight=weight)
+    else:
+        log.warning("no RCA checkpoint at %s: root causes are ranked by rules and anomaly scores", checkpoint)
+    return RcaAnalyzer(RcaEngine(store, model, RulesEngine(), config))
 
 
 def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = None) -> Host:

@@ -211,6 +211,10 @@ class RootCauseService(pb_grpc.RootCauseServicer):
                                 f"the window is {until - since}; the limit is {MAX_WINDOW}")
         if self._analyzer is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no root-cause analyzer is loaded in this server")
+        methods = getattr(self._analyzer, "methods", None)
+        if methods is not None and request.method not in methods:
+            known = ", ".join(m for m in methods if m)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown method {request.method!r}; one of {known}")
         query = RootCauseQuery(NodeRef(label, key), TimeWindow(since, until), top_k, request.method)
         response = await _call(context, lambda: self._analyzer.analyze(query))
         response.elapsed_ms = (time.perf_counter() - started) * 1000

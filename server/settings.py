@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     #: Retention: graph data last seen longer ago than this is deleted, checked every interval.
     retention_days: float = 30.0
     retention_interval_s: float = 3600.0
+    #: Root-cause model checkpoint (the shipped one by default).
+    rca_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "rca.pt"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

@@ -7,7 +7,7 @@ they are constants that tests read as exact text.
 
 from __future__ import annotations
 
-from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec
+from schema.graph import NODES, RELS, NodeSpec, RelSpec
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
@@ -17,12 +17,10 @@ NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 _ROW_TIMES = "WITH row, datetime(row.first_seen) AS fs, datetime(row.last_seen) AS ls\n"
 
 
-def _temporal_and_counters(var: str, counters: tuple[str, ...]) -> str:
+def _temporal_and_counters(var: str, counters: tuple[str, ...], times: tuple[str, ...], temporal: bool = True) -> str:
     """SET clauses: declared time properties, the earliest first_seen and latest last_seen; add counters."""
-    parts = [
-        f"{var}.{t} = CASE WHEN row.t.{t} IS NULL THEN {var}.{t} ELSE datetime(row.t.{t}) END" for t in TIME_PROPS
-    ]
-    parts += [
+    parts = [f"{var}.{t} = CASE WHEN row.t.{t} IS NULL THEN {var}.{t} ELSE datetime(row.t.{t}) END" for t in times]
+    parts += [] if not temporal else [
         f"{var}.first_seen = CASE WHEN fs IS NULL OR ({var}.first_seen IS NOT NULL AND "
         f"{var}.first_seen <= fs) THEN {var}.first_seen ELSE fs END",
         f"{var}.last_seen = CASE WHEN ls IS NULL OR ({var}.last_seen IS NOT NULL AND "
@@ -33,7 +31,7 @@ def _temporal_and_counters(var: str, counters: tuple[str, ...]) -> str:
         f"{var}.{c} = CASE WHEN row.add.{c} IS NULL THEN {var}.{c} ELSE coalesce({var}.{c}, 0) + row.add.{c} END"
         for c in counters
     ]
-    return "SET " + ",\n    ".join(parts)
+    return "SET " + ",\n    ".join(parts) if parts else ""
 
 
 def _merge_node(spec: NodeSpec) -> str:
@@ -41,24 +39,26 @@ def _merge_node(spec: NodeSpec) -> str:
         "UNWIND $rows AS row\n"
         f"{_ROW_TIMES}"
         f"MERGE (n:{spec.label} {{{spec.key}: row.key}})\n"
-        "SET n += row.props\n"
-        f"{_temporal_and_counters('n', spec.counters)}"
+        "SET n += coalesce(row.props, {})\n"
+        f"{_temporal_and_counters('n', spec.counters, spec.times)}"
     )
 
 
 def _merge_rel(spec: RelSpec, start: str, end: str) -> str:
+    times = tuple(t for t in spec.times if t not in spec.key)
+    sets = _temporal_and_counters("r", spec.counters, times, spec.temporal)
     key = ", ".join(
-        f"{name}: datetime(row.key.{name})" if name in TIME_PROPS else f"{name}: row.key.{name}" for name in spec.key
+        f"{name}: datetime(row.key.{name})" if name in spec.times else f"{name}: row.key.{name}" for name in spec.key
     )
     rel_pattern = f"[r:{spec.type} {{{key}}}]" if key else f"[r:{spec.type}]"
     return (
         "UNWIND $rows AS row\n"
-        f"{_ROW_TIMES}"
+        f"{_ROW_TIMES if spec.temporal else ''}"
         f"MERGE (a:{start} {{{NODE_KEYS[start]}: row.start}})\n"
         f"MERGE (b:{end} {{{NODE_KEYS[end]}: row.end}})\n"
         f"MERGE (a)-{rel_pattern}->(b)\n"
-        "SET r += row.props\n"
-        f"{_temporal_and_counters('r', spec.counters)}"
+        "SET r += coalesce(row.props, {})"
+        + (f"\n{sets}" if sets else "")
     )
 
 

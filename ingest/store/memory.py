@@ -42,6 +42,12 @@ def _merge_props(
         target[name] = target.get(name, 0) + delta
 
 
+def _order(key: _RelKey, ref: NodeRef) -> tuple[str, str, str, str]:
+    """Stable read order, as the Neo4j back end returns them: type, then the far end's label and key."""
+    other = key[2] if key[1] == ref else key[1]
+    return (key[0], other.label, other.key, repr(key[3]) if key[3] else "")
+
+
 def _node_time(label: str, props: dict[str, Any]) -> datetime | None:
     time_prop = NODE_SPECS[label].time_prop
     return props.get(time_prop) if time_prop else None
@@ -54,7 +60,8 @@ class MemoryGraphStore:
         self._lock = threading.RLock()
         self._nodes: dict[NodeRef, dict[str, Any]] = {}
         self._rels: dict[_RelKey, dict[str, Any]] = {}
-        self._adjacent: dict[NodeRef, set[_RelKey]] = defaultdict(set)
+        # Per node, per relationship type: reads of one type never scan a node's whole history.
+        self._adjacent: dict[NodeRef, dict[str, set[_RelKey]]] = defaultdict(lambda: defaultdict(set))
         self._by_label: dict[str, set[NodeRef]] = defaultdict(set)
         self._cursors: dict[str, int] = {}
 
@@ -90,9 +97,11 @@ class MemoryGraphStore:
         props = self._rels.get(key)
         if props is None:
             props = self._rels[key] = dict(row.key)
-            self._adjacent[row.start].add(key)
-            self._adjacent[row.end].add(key)
-        _merge_props(props, row.props, row.first_seen, row.last_seen, row.add)
+            self._adjacent[row.start][row.type].add(key)
+            self._adjacent[row.end][row.type].add(key)
+        temporal = rel_spec(row.type).temporal
+        _merge_props(props, row.props, row.first_seen if temporal else None, row.last_seen if temporal else None,
+                     row.add)
 
     def cursor(self, source: str) -> int | None:
         with self._lock:
@@ -138,13 +147,13 @@ class MemoryGraphStore:
         if rel_type is not None:
             rel_spec(rel_type)
         with self._lock:
-            keys = self._adjacent.get(ref, set())
-            return [
-                self._rel(k)
-                for k in sorted(keys, key=repr)
-                if (rel_type is None or k[0] == rel_type)
-                and (direction == "both" or (direction == "out") == (k[1] == ref))
-            ]
+            by_type = self._adjacent.get(ref)
+            if not by_type:
+                return []
+            keys = by_type.get(rel_type, ()) if rel_type is not None else [k for ks in by_type.values() for k in ks]
+            chosen = [k for k in keys if direction == "both" or (direction == "out") == (k[1] == ref)]
+            chosen.sort(key=lambda k: _order(k, ref))
+            return [self._rel(k) for k in chosen]
 
     def neighbourhood(
         self,
@@ -165,8 +174,10 @@ class MemoryGraphStore:
                 current, depth = frontier.popleft()
                 if depth >= hops:
                     continue
-                for key in sorted(self._adjacent.get(current, ()), key=repr):
-                    if key in seen_rels or (rel_types and key[0] not in rel_types):
+                by_type = self._adjacent.get(current, {})
+                keys = [k for t, ks in by_type.items() if not rel_types or t in rel_types for k in ks]
+                for key in sorted(keys, key=lambda k: _order(k, current)):
+                    if key in seen_rels:
                         continue
                     props = self._rels[key]
                     if window is not None and not window.overlaps(props.get("first_seen"), props.get("last_seen")):
@@ -196,9 +207,9 @@ class MemoryGraphStore:
                 if (at := _node_time(ref.label, props)) is not None and at < cutoff
             ]
             for ref in old_nodes:
-                for key in list(self._adjacent.get(ref, ())):
+                # Detached relationships go with their node and are not counted (as in DETACH DELETE).
+                for key in [k for ks in self._adjacent.get(ref, {}).values() for k in ks]:
                     self._drop_rel(key)
-                    deleted += 1
                 del self._nodes[ref]
                 self._by_label[ref.label].discard(ref)
                 self._adjacent.pop(ref, None)
@@ -207,8 +218,8 @@ class MemoryGraphStore:
 
     def _drop_rel(self, key: _RelKey) -> None:
         self._rels.pop(key, None)
-        self._adjacent[key[1]].discard(key)
-        self._adjacent[key[2]].discard(key)
+        self._adjacent[key[1]][key[0]].discard(key)
+        self._adjacent[key[2]][key[0]].discard(key)
 
     def count(self, label: str) -> int:
         node_spec(label)

@@ -68,15 +68,23 @@ def _native_props(props: dict[str, Any]) -> dict[str, Any]:
     return {k: _native(v) for k, v in props.items()}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any]) -> dict[str, Any]:
-    """One parameter row. Datetimes travel as ISO text (see ``schema.graph.TIME_PROPS`` for why)."""
+    """One parameter row. Datetimes travel as ISO text (see ``schema.graph.TIME_PROPS`` for why), and empty
+    parts are left out: the server unpacks every field of every row, and a missing key reads as null."""
+    row: dict[str, Any] = {}
     plain = {k: v for k, v in props.items() if not isinstance(v, datetime)}
     times = {k: v.isoformat() for k, v in props.items() if isinstance(v, datetime)}
-    return {"props": plain, "t": times, "first_seen": _iso(first), "last_seen": _iso(last), "add": add}
+    if plain:
+        row["props"] = plain
+    if times:
+        row["t"] = times
+    if first is not None:
+        row["first_seen"] = first.isoformat()
+    if last is not None:
+        row["last_seen"] = last.isoformat()
+    if add:
+        row["add"] = add
+    return row
 
 
 class Neo4jGraphStore:
@@ -117,8 +125,9 @@ class Neo4jGraphStore:
         rel_rows: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for rel in batch.rels:
             row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add)
-            key = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rel.key.items()}
-            row.update(start=rel.start.key, end=rel.end.key, key=key)
+            row.update(start=rel.start.key, end=rel.end.key)
+            if rel.key:
+                row["key"] = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rel.key.items()}
             rel_rows[(rel.type, rel.start.label, rel.end.label)].append(row)
         cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
 

@@ -1,0 +1,465 @@
+"""Incident subgraph extraction: from a GraphStore around an anchor to per-slice node features and typed edges.
+
+Reads only what the graph holds (raw samples and log lines never become nodes): ``Anomaly -ON->`` scores,
+``Alert -FIRED_ON->``, ``Change -CHANGED->``, ``EMITTED {bucket, count, errors}`` template counts, and the
+``CALLS`` / ``INSTANCE_OF`` / ``RUNS_ON`` structure. Candidates are services, instances, hosts and changes.
+
+Features are inductive on purpose: no node identity, only signals and local structure, so a model trained
+on one set of topologies applies to another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import torch
+
+from schema.store import GraphStore, NodeRef, Rel, TimeWindow
+
+#: Candidate kinds, in feature order.
+KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
+_LABEL_KIND = {"Service": "service", "Instance": "instance", "Host": "host", "Change": "change"}
+#: Metric name -> feature group.
+_METRIC_GROUP = {"latency_ms": 0, "net_rtt_ms": 0, "error_rate": 1, "cpu": 2, "memory": 3, "up": 4}
+N_METRIC_GROUPS = 6  # the last group is "any other metric"
+#: Edge types (message passing runs along both directions of every structural relationship).
+EDGE_TYPES: tuple[str, ...] = (
+    "calls", "called_by", "instance_of", "has_instance", "runs_on", "hosts", "changed", "changed_by",
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"kind_{k}" for k in KINDS),
+    "anom_latency", "anom_error", "anom_cpu", "anom_memory", "anom_up", "anom_other",
+    "anom_count", "log_errors", "log_total", "new_tpl_lines", "new_tpl_errors", "changes", "alerts",
+    "is_symptom", "anom_relative", "log_callers", "log_callees", "calls_error_ratio", "change_lead",
+    "slice_position",
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How much of the graph an incident looks at."""
+
+    #: CALLS hops around the symptom service (both directions).
+    hops: int = 6
+    slice_minutes: int = 2
+    #: Default window when the caller gives only an anchor: this much before the reference time ...
+    lookback_minutes: int = 24
+    #: ... and this much after it (analysis runs a few minutes into an incident).
+    lookahead_minutes: int = 4
+    max_services: int = 400
+    #: A node counts as anomalous in a slice from this anomaly score on (baselines use it too).
+    anomaly_threshold: float = 4.0
+
+
+@dataclass
+class NodeSignals:
+    """Raw signals of one candidate, per slice (kept for baselines, rules and evidence)."""
+
+    anom: np.ndarray  # [T, N_METRIC_GROUPS] max anomaly score
+    anom_count: np.ndarray  # [T]
+    log_errors: np.ndarray  # [T]
+    log_total: np.ndarray  # [T]
+    new_tpl: np.ndarray  # [T]
+    new_tpl_errors: np.ndarray  # [T]
+    changes: np.ndarray  # [T]
+    alerts: np.ndarray  # [T]
+    first_anomaly: datetime | None = None
+    top_anomalies: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class IncidentGraph:
+    """The incident subgraph as tensors plus what is needed to explain the answer."""
+
+    refs: list[NodeRef]
+    kinds: list[str]
+    names: list[str]
+    x: torch.Tensor  # [T, N, F]
+    edges: dict[str, torch.Tensor]  # type -> [2, E]
+    symptom: int
+    reference_time: datetime
+    window: TimeWindow
+    slices: list[datetime]
+    signals: list[NodeSignals]
+    #: Index of the owning service (self for services, the target service for changes, -1 for hosts).
+    service_of: list[int]
+    #: CALLS adjacency among node indices (caller -> callees).
+    callees: dict[int, list[int]]
+    change_at: dict[int, datetime] = field(default_factory=dict)
+    change_kind: dict[int, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.refs)
+
+    def index(self, kind: str, name: str) -> int | None:
+        """The node index of a candidate, or ``None`` when it is not in the subgraph."""
+        for i, (k, nm) in enumerate(zip(self.kinds, self.names)):
+            if k == kind and nm == name:
+                return i
+        return None
+
+
+@dataclass
+class Anchor:
+    """What an analysis starts from: a service and a reference time."""
+
+    service: NodeRef | None
+    reference_time: datetime | None
+    reason: str = ""
+
+
+class _Adjacency:
+    """Relationships per node, fetched once per analysis and split by type and direction.
+
+    One ``rels_of`` call per node instead of one per relationship type: stores may pay per call (a round
+    trip, or a sort of the node's whole adjacency in the in-memory store).
+    """
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store = store
+        self._cache: dict[NodeRef, dict[tuple[str, str], list[Rel]]] = {}
+
+    def get(self, ref: NodeRef, rel_type: str, direction: str) -> list[Rel]:
+        table = self._cache.get(ref)
+        if table is None:
+            table = {}
+            for rel in self.store.rels_of(ref):
+                if rel.start == ref:
+                    table.setdefault((rel.type, "out"), []).append(rel)
+                if rel.end == ref:
+                    table.setdefault((rel.type, "in"), []).append(rel)
+            self._cache[ref] = table
+        return table.get((rel_type, direction), [])
+
+
+def resolve_anchor(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
+                   config: FeatureConfig) -> Anchor:
+    """Map an anchor (Alert, Service, Instance or Host) to the symptom service and a reference time."""
+    node = store.get_node(anchor)
+    if node is None:
+        return Anchor(None, None, f"anchor {anchor.label}:{anchor.key} is not in the graph")
+    ref_time: datetime | None = None
+    target = anchor
+    if anchor.label == "Alert":
+        ref_time = node.props.get("at")
+        fired = store.rels_of(anchor, "FIRED_ON", "out")
+        if not fired:
+            return Anchor(None, ref_time, "alert is not attached to any service, instance or host")
+        targets = [r.end for r in fired]
+        target = next((t for t in targets if t.label == "Service"), targets[0])
+    if target.label == "Instance":
+        owners = store.rels_of(target, "INSTANCE_OF", "out")
+        if not owners:
+            return Anchor(None, ref_time, f"instance {target.key} has no service")
+        target = owners[0].end
+    elif target.label == "Host":
+        services = []
+        for rel in store.rels_of(target, "RUNS_ON", "in"):
+            services.extend(r.end for r in store.rels_of(rel.start, "INSTANCE_OF", "out"))
+        if not services:
+            return Anchor(None, ref_time, f"host {target.key} runs no known instance")
+        target = sorted(services, key=lambda r: r.key)[0]
+    elif target.label != "Service":
+        return Anchor(None, ref_time, f"cannot analyse from a {target.label} node")
+    if ref_time is None:
+        if window is not None and window.until is not None:
+            ref_time = window.until - timedelta(minutes=config.lookahead_minutes)
+            if window.since is not None and ref_time < window.since:
+                ref_time = window.since
+        elif window is not None and window.since is not None:
+            ref_time = window.since + timedelta(minutes=config.lookback_minutes)
+    if ref_time is None:
+        return Anchor(target, None, "no reference time: give an alert anchor or a bounded window")
+    return Anchor(target, ref_time)
+
+
+def default_window(reference_time: datetime, config: FeatureConfig) -> TimeWindow:
+    """The analysis window around a reference time."""
+    return TimeWindow(reference_time - timedelta(minutes=config.lookback_minutes),
+                      reference_time + timedelta(minutes=config.lookahead_minutes))
+
+
+def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
+                     config: FeatureConfig | None = None) -> IncidentGraph | str:
+    """Build the incident graph, or return the reason why there is nothing to analyse (never raises on data)."""
+    cfg = config or FeatureConfig()
+    resolved = resolve_anchor(store, anchor, window, cfg)
+    if resolved.service is None or resolved.reference_time is None:
+        return resolved.reason
+    ref_time = resolved.reference_time
+    if window is None or window.since is None or window.until is None:
+        base = default_window(ref_time, cfg)
+        window = TimeWindow(window.since if window and window.since else base.since,
+                            window.until if window and window.until else base.until)
+    assert window.since is not None and window.until is not None
+    if window.until <= window.since:
+        return "empty time window"
+
+    # 1. Services within `hops` CALLS of the symptom (both directions).
+    adj = _Adjacency(store)
+    hop = {resolved.service: 0}
+    queue = deque([resolved.service])
+    call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
+    while queue:
+        current = queue.popleft()
+        for direction in ("out", "in"):
+            for rel in adj.get(current, "CALLS", direction):
+                call_rels[(rel.start, rel.end)] = rel
+                other = rel.end if direction == "out" else rel.start
+                if other not in hop and hop[current] < cfg.hops and len(hop) < cfg.max_services:
+                    hop[other] = hop[current] + 1
+                    queue.append(other)
+    services = sorted(hop, key=lambda r: r.key)
+    refs: list[NodeRef] = list(services)
+    index: dict[NodeRef, int] = {r: i for i, r in enumerate(refs)}
+    calls: list[tuple[int, int]] = []
+    calls_stats: dict[int, list[float]] = {}
+    for (start, end), rel in sorted(call_rels.items(), key=lambda kv: (kv[0][0].key, kv[0][1].key)):
+        if start in index and end in index and start != end:
+            a, b = index[start], index[end]
+            calls.append((a, b))
+            stat = calls_stats.setdefault(b, [0.0, 0.0])
+            stat[0] += float(rel.props.get("calls", 0) or 0)
+            stat[1] += float(rel.props.get("errors", 0) or 0)
+    calls = sorted(set(calls))
+
+    def add(ref: NodeRef) -> int:
+        if ref not in index:
+            index[ref] = len(refs)
+            refs.append(ref)
+        return index[ref]
+
+    # 2. Instances, hosts and changes in the window.
+    inst_edges: list[tuple[int, int]] = []
+    host_edges: list[tuple[int, int]] = []
+    change_edges: list[tuple[int, int]] = []
+    change_at: dict[int, datetime] = {}
+    change_kind: dict[int, str] = {}
+    change_horizon = TimeWindow(window.since, window.until)
+    for s_ref in services:
+        s = index[s_ref]
+        for rel in adj.get(s_ref, "INSTANCE_OF", "in"):
+            i = add(rel.start)
+            inst_edges.append((i, s))
+            for hrel in adj.get(rel.start, "RUNS_ON", "out"):
+                host_edges.append((i, add(hrel.end)))
+    for target in list(refs):
+        for rel in adj.get(target, "CHANGED", "in"):
+            change = store.get_node(rel.start)
+            at = change.props.get("at") if change else None
+            if at is None or not change_horizon.contains(at):
+                continue
+            c = add(rel.start)
+            change_at[c] = at
+            change_kind[c] = str(change.props.get("kind") or "change") if change else "change"
+            change_edges.append((c, index[target]))
+    inst_edges, host_edges, change_edges = sorted(set(inst_edges)), sorted(set(host_edges)), sorted(set(change_edges))
+
+    n_slices = max(1, math.ceil((window.until - window.since).total_seconds() / (60 * cfg.slice_minutes)))
+    slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
+    signals = [_signals(store, adj, ref, window, slices, cfg, change_at.get(i)) for i, ref in enumerate(refs)]
+
+    service_of = [-1] * len(refs)
+    for i, ref in enumerate(refs):
+        if ref.label == "Service":
+            service_of[i] = i
+    for i, s in inst_edges:
+        service_of[i] = s
+    for c, t in change_edges:
+        if refs[t].label == "Service":
+            service_of[c] = t
+        elif service_of[t] >= 0 and service_of[c] < 0:
+            service_of[c] = service_of[t]
+    callees: dict[int, list[int]] = {}
+    for a, b in calls:
+        callees.setdefault(a, []).append(b)
+
+    edges = {
+        "calls": calls, "called_by": [(b, a) for a, b in calls],
+        "instance_of": inst_edges, "has_instance": [(b, a) for a, b in inst_edges],
+        "runs_on": host_edges, "hosts": [(b, a) for a, b in host_edges],
+        "changed": change_edges, "changed_by": [(b, a) for a, b in change_edges],
+    }
+    symptom = index[resolved.service]
+    kinds = [_LABEL_KIND[r.label] for r in refs]
+    x = _features(refs, kinds, signals, symptom, calls, calls_stats, change_at, ref_time, n_slices)
+    return IncidentGraph(
+        refs=refs, kinds=kinds, names=[r.key for r in refs], x=x,
+        edges={k: _edge_tensor(v) for k, v in edges.items()},
+        symptom=symptom, reference_time=ref_time, window=window, slices=slices, signals=signals,
+        service_of=service_of, callees=callees, change_at=change_at, change_kind=change_kind,
+    )
+
+
+def _edge_tensor(pairs: list[tuple[int, int]]) -> torch.Tensor:
+    if not pairs:
+        return torch.zeros((2, 0), dtype=torch.long)
+    return torch.tensor(pairs, dtype=torch.long).t().contiguous()
+
+
+def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> int | None:
+    assert window.since is not None
+    if not window.contains(at):
+        return None
+    k = int((at - window.since).total_seconds() // (60 * cfg.slice_minutes))
+    return min(k, n - 1)
+
+
+def _signals(store: GraphStore, adj: _Adjacency, ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
+             change_at: datetime | None) -> NodeSignals:
+    T = len(slices)
+    sig = NodeSignals(
+        anom=np.zeros((T, N_METRIC_GROUPS)), anom_count=np.zeros(T), log_errors=np.zeros(T), log_total=np.zeros(T),
+        new_tpl=np.zeros(T), new_tpl_errors=np.zeros(T), changes=np.zeros(T), alerts=np.zeros(T),
+    )
+    if ref.label == "Change":
+        if change_at is not None and (k := _slice_of(change_at, window, cfg, T)) is not None:
+            sig.changes[k] += 1
+        return sig
+    for rel in adj.get(ref, "ON", "in"):
+        seen = rel.props.get("last_seen") or rel.props.get("first_seen")
+        if seen is not None and not window.contains(seen):
+            continue
+        node = store.get_node(rel.start)
+        if node is None:
+            continue
+        at = node.props.get("at") or seen
+        k = _slice_of(at, window, cfg, T) if at is not None else None
+        if k is None:
+            continue
+        score = float(node.props.get("score") or 0.0)
+        metric = str(node.props.get("metric", ""))
+        g = _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)
+        sig.anom[k, g] = max(sig.anom[k, g], score)
+        sig.anom_count[k] += 1
+        if score >= cfg.anomaly_threshold and (sig.first_anomaly is None or at < sig.first_anomaly):
+            sig.first_anomaly = at
+        sig.top_anomalies.append({"metric": metric, "at": at.isoformat(), "score": round(score, 2),
+                                  "value": node.props.get("value")})
+    sig.top_anomalies.sort(key=lambda a: -a["score"])
+    del sig.top_anomalies[5:]
+    for rel in adj.get(ref, "FIRED_ON", "in"):
+        node = store.get_node(rel.start)
+        at = node.props.get("at") if node else None
+        if at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
+            sig.alerts[k] += 1
+    if ref.label in ("Service", "Instance"):
+        first_bucket: dict[str, datetime] = {}
+        in_window: list[tuple[str, datetime, float, float]] = []
+        for rel in adj.get(ref, "EMITTED", "out"):
+            bucket = rel.props.get("bucket")
+            if bucket is None:
+                continue
+            tpl = rel.end.key
+            if tpl not in first_bucket or bucket < first_bucket[tpl]:
+                first_bucket[tpl] = bucket
+            if window.contains(bucket):
+                in_window.append((tpl, bucket, float(rel.props.get("count", 0) or 0),
+                                  float(rel.props.get("errors", 0) or 0)))
+        assert window.since is not None
+        for tpl, bucket, count, errors in in_window:
+            k = _slice_of(bucket, window, cfg, T)
+            if k is None:
+                continue
+            sig.log_total[k] += count
+            sig.log_errors[k] += errors
+            if first_bucket[tpl] >= window.since:  # a template this entity never emitted before the window
+                sig.new_tpl[k] += count
+                sig.new_tpl_errors[k] += errors
+    return sig
+
+
+def _features(refs: list[NodeRef], kinds: list[str], signals: list[NodeSignals], symptom: int,
+              calls: list[tuple[int, int]], calls_stats: dict[int, list[float]], change_at: dict[int, datetime],
+              ref_time: datetime, T: int) -> torch.Tensor:
+    N = len(refs)
+    x = np.zeros((T, N, N_FEATURES), dtype=np.float32)
+    n_callers = np.zeros(N)
+    n_callees = np.zeros(N)
+    for a, b in calls:
+        n_callees[a] += 1
+        n_callers[b] += 1
+    anom_max = np.stack([s.anom.max(axis=1) for s in signals], axis=1) if N else np.zeros((T, 0))  # [T, N]
+    slice_max = np.maximum(anom_max.max(axis=1, keepdims=True), 1.0) if N else np.ones((T, 1))
+    for i in range(N):
+        s = signals[i]
+        x[:, i, KINDS.index(kinds[i])] = 1.0
+        x[:, i, 4:10] = np.log1p(s.anom)
+        x[:, i, 10] = np.log1p(s.anom_count)
+        x[:, i, 11] = np.log1p(s.log_errors)
+        x[:, i, 12] = np.log1p(s.log_total)
+        x[:, i, 13] = np.log1p(s.new_tpl)
+        x[:, i, 14] = np.log1p(s.new_tpl_errors)
+        x[:, i, 15] = s.changes
+        x[:, i, 16] = np.log1p(s.alerts)
+        x[:, i, 17] = 1.0 if i == symptom else 0.0
+        x[:, i, 18] = anom_max[:, i] / slice_max[:, 0]
+        x[:, i, 19] = math.log1p(n_callers[i])
+        x[:, i, 20] = math.log1p(n_callees[i])
+        stat = calls_stats.get(i)
+        x[:, i, 21] = stat[1] / stat[0] if stat and stat[0] > 0 else 0.0
+        if i in change_at:
+            x[:, i, 22] = (ref_time - change_at[i]).total_seconds() / 1800.0
+    x[:, :, 23] = (np.arange(T, dtype=np.float32) / max(1, T - 1))[:, None]
+    return torch.from_numpy(x)
+
+
+def propagation_path(graph: IncidentGraph, cause: int) -> list[str]:
+    """Node names from the cause to the symptom along CALLS edges (the cause's own entity first)."""
+    starts: list[int] = []
+    if graph.kinds[cause] == "host":
+        hosted = [i for i, k in enumerate(graph.kinds) if k == "instance" and cause in _hosts_of(graph, i)]
+        starts = sorted({graph.service_of[i] for i in hosted if graph.service_of[i] >= 0})
+    elif graph.service_of[cause] >= 0:
+        starts = [graph.service_of[cause]]
+    best: list[int] | None = None
+    for start in starts:
+        path = _bfs_up(graph, start, graph.symptom)
+        if path is not None and (best is None or len(path) < len(best)):
+            best = path
+    names = [graph.names[cause]]
+    if best is None:
+        if starts:
+            names.append(graph.names[starts[0]])
+        if graph.names[graph.symptom] not in names:
+            names.append(graph.names[graph.symptom])
+        return names
+    for i in best:
+        if graph.names[i] != names[-1]:
+            names.append(graph.names[i])
+    return names
+
+
+def _hosts_of(graph: IncidentGraph, instance: int) -> set[int]:
+    runs = graph.edges["runs_on"]
+    return {int(b) for a, b in runs.t().tolist() if a == instance}
+
+
+def _bfs_up(graph: IncidentGraph, start: int, goal: int) -> list[int] | None:
+    """Shortest caller chain from ``start`` up to ``goal`` (the cause's service back to the symptom)."""
+    callers: dict[int, list[int]] = {}
+    for a, bs in graph.callees.items():
+        for b in bs:
+            callers.setdefault(b, []).append(a)
+    prev: dict[int, int] = {start: start}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        if node == goal:
+            path = [node]
+            while path[-1] != start:
+                path.append(prev[path[-1]])
+            return list(reversed(path))
+        for nxt in callers.get(node, ()):
+            if nxt not in prev:
+                prev[nxt] = node
+                queue.append(nxt)
+    return None

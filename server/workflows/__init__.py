@@ -1,0 +1,1 @@
+"""Workflows that join the layers: simulate, replay into a store, train and evaluate the models."""

@@ -1,0 +1,139 @@
+"""The ops simulator: deterministic for a seed, valid events, ground truth consistent with the topology."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+
+import pytest
+
+from ingest.simulate.ops import (
+    FAULT_KINDS,
+    FAULT_ROOT_KIND,
+    OpsSimConfig,
+    _topology,
+    simulate_ops,
+    write_scenario,
+)
+from schema.events import EVENT_ADAPTER, AlertEvent, ChangeEvent, MetricEvent
+
+SMALL = OpsSimConfig(seed=3, min_services=6, max_services=8, n_incidents=3, warmup_minutes=12,
+                     segment_minutes=20, onset_range=(10, 12), fault_minutes=(5, 6))
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return simulate_ops(SMALL)
+
+
+@pytest.fixture(scope="module")
+def all_kinds():
+    return simulate_ops(OpsSimConfig(seed=11, min_services=8, max_services=10, n_incidents=len(FAULT_KINDS),
+                                     warmup_minutes=12, segment_minutes=20, onset_range=(10, 12),
+                                     fault_minutes=(5, 6)))
+
+
+def test_same_seed_same_scenario(scenario) -> None:
+    again = simulate_ops(SMALL)
+    assert [e.model_dump_json() for e in again.events] == [e.model_dump_json() for e in scenario.events]
+    assert again.cases == scenario.cases
+
+
+def test_other_seed_other_scenario(scenario) -> None:
+    other = simulate_ops(OpsSimConfig(**{**SMALL.__dict__, "seed": 4}))
+    assert other.cases != scenario.cases
+
+
+def test_events_sorted_unique_and_aware(scenario) -> None:
+    times = [e.at for e in scenario.events]
+    assert times == sorted(times)
+    ids = [e.id for e in scenario.events]
+    assert len(ids) == len(set(ids))
+    assert all(t.tzinfo is not None and t.utcoffset() is not None for t in times)
+    kinds = Counter(type(e).__name__ for e in scenario.events)
+    for name in ("MetricEvent", "SpanEvent", "LogEvent", "TopologyEvent", "AlertEvent"):
+        assert kinds[name] > 0, name
+
+
+def test_sizes_within_config(scenario) -> None:
+    topo = scenario.topology
+    assert SMALL.min_services <= len(topo.services) <= SMALL.max_services
+    assert len(scenario.cases) == SMALL.n_incidents
+    assert all(a < b for a, b in topo.calls)  # callers come before callees: a DAG
+    assert set(topo.instance_service) == set(range(len(topo.services)))
+
+
+def test_large_topology_is_a_connected_dag() -> None:
+    import random
+
+    topo = _topology(OpsSimConfig(min_services=300, max_services=300), random.Random(5))
+    assert len(topo.services) == 300 and len(set(topo.services)) == 300
+    called = {b for _, b in topo.calls}
+    assert called == set(range(len(topo.entries), 300))  # every non-entry service has a caller
+
+
+def _ancestors(topo, s: int) -> set[int]:
+    out, stack = {s}, [s]
+    while stack:
+        x = stack.pop()
+        for a, b in topo.calls:
+            if b == x and a not in out:
+                out.add(a)
+                stack.append(a)
+    return out
+
+
+def test_ground_truth_consistent(all_kinds) -> None:
+    topo = all_kinds.topology
+    changes = {e.id: e for e in all_kinds.events if isinstance(e, ChangeEvent)}
+    alerts = {e.id: e for e in all_kinds.events if isinstance(e, AlertEvent)}
+    assert sorted(c["fault"] for c in all_kinds.cases) == sorted(FAULT_KINDS)
+    for case in all_kinds.cases:
+        root = case["root_cause"]
+        assert root["kind"] == FAULT_ROOT_KIND[case["fault"]]
+        at = datetime.fromisoformat(case["at"])
+        svc = topo.services.index(root["service"])
+        if root["kind"] == "service":
+            assert root["name"] == root["service"]
+        elif root["kind"] == "instance":
+            i = topo.instances.index(root["name"])
+            assert topo.instance_service[i] == svc
+        elif root["kind"] == "host":
+            h = topo.hosts.index(root["name"])
+            assert any(topo.instance_host[i] == h for i, s in enumerate(topo.instance_service) if s == svc)
+        else:
+            change = changes[root["name"]]
+            assert change.kind == "deploy" and change.service == root["service"] and change.at < at
+        symptom = case["symptom"]
+        if symptom["alert"] is not None:
+            alert = alerts[symptom["alert"]]
+            assert alert.service == symptom["name"]
+            assert abs((alert.at - at).total_seconds()) < 60
+            # The symptom is the cause's service or one of its (transitive) callers.
+            if root["kind"] != "host":
+                assert topo.services.index(symptom["name"]) in _ancestors(topo, svc)
+
+
+def test_host_failure_marks_host_down(all_kinds) -> None:
+    case = next(c for c in all_kinds.cases if c["fault"] == "host_failure")
+    host = case["root_cause"]["name"]
+    onset = datetime.fromisoformat(case["onset"])
+    ups = [e for e in all_kinds.events if isinstance(e, MetricEvent) and e.entity == host and e.metric == "up"]
+    assert any(e.value == 0.0 and e.at >= onset for e in ups)
+    assert all(e.value == 1.0 for e in ups if e.at < onset)
+
+
+def test_write_scenario_round_trip(scenario, tmp_path) -> None:
+    events_path, cases_path = write_scenario(scenario, tmp_path / "out")
+    lines = events_path.read_text().splitlines()
+    assert len(lines) == len(scenario.events)
+    assert EVENT_ADAPTER.validate_json(lines[0]) == scenario.events[0]
+    assert [json.loads(line) for line in cases_path.read_text().splitlines()] == scenario.cases
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        OpsSimConfig(fault_kinds=("meteor",))
+    with pytest.raises(ValueError):
+        OpsSimConfig(min_services=20, max_services=10)

@@ -1,0 +1,213 @@
+"""RCA: extraction, baselines, rules, model and engine on tiny hand-built graphs with a known answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gnn.rca.checkpoint import load_checkpoint, save_checkpoint
+from gnn.rca.engine import RcaConfig, RcaEngine
+from gnn.rca.evaluate import accuracy
+from gnn.rca.features import EDGE_TYPES, N_FEATURES, FeatureConfig, IncidentGraph, extract_incident
+from gnn.rca.model import RcaGnn, RcaModelConfig
+from ingest.simulate.ops import OpsSimConfig, simulate_ops
+from ingest.store.memory import MemoryGraphStore
+from rules.engine import RulesEngine
+from schema.store import GraphBatch, NodeRef, NodeRow, RelRow, TimeWindow
+from server.workflows.rca import evaluate_rca
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+SHIPPED = Path(__file__).resolve().parents[2] / "gnn" / "checkpoints" / "rca.pt"
+
+
+def _svc(name: str) -> NodeRef:
+    return NodeRef("Service", name)
+
+
+def _topology_batch() -> GraphBatch:
+    """web -> api -> db, api -> cache; one instance each; db-0 and cache-0 share host h2."""
+    b = GraphBatch()
+    seen = {"first_seen": T0 - timedelta(hours=1), "last_seen": T0 + timedelta(minutes=10)}
+    for name in ("web", "api", "db", "cache"):
+        b.nodes.append(NodeRow("Service", name, **seen))
+        b.nodes.append(NodeRow("Instance", f"{name}-0", {"service": name}, **seen))
+        b.rels.append(RelRow("INSTANCE_OF", NodeRef("Instance", f"{name}-0"), _svc(name), **seen))
+        host = "h2" if name in ("db", "cache") else "h1"
+        b.rels.append(RelRow("RUNS_ON", NodeRef("Instance", f"{name}-0"), NodeRef("Host", host), **seen))
+    for a, c in (("web", "api"), ("api", "db"), ("api", "cache")):
+        b.rels.append(RelRow("CALLS", _svc(a), _svc(c), add={"calls": 100, "errors": 3}, **seen))
+    return b
+
+
+def _anomaly(b: GraphBatch, target: NodeRef, metric: str, minute: int, score: float) -> None:
+    at = T0 + timedelta(minutes=minute)
+    key = f"{target.label}:{target.key}:{metric}:{at.isoformat()}"
+    b.nodes.append(NodeRow("Anomaly", key, {"metric": metric, "at": at, "score": score, "value": 1.0}))
+    b.rels.append(RelRow("ON", NodeRef("Anomaly", key), target, first_seen=at, last_seen=at))
+
+
+def _incident_store(with_change: bool = False) -> MemoryGraphStore:
+    """db fails first (errors), api a minute later, web last; an alert fires on web."""
+    b = _topology_batch()
+    for m in (0, 1, 2, 3, 4):
+        _anomaly(b, _svc("db"), "error_rate", m, 40.0)
+        _anomaly(b, NodeRef("Instance", "db-0"), "error_rate", m, 35.0)
+    for m in (2, 3, 4):
+        _anomaly(b, _svc("api"), "error_rate", m, 12.0)
+    for m in (3, 4):
+        _anomaly(b, _svc("web"), "error_rate", m, 8.0)
+    alert_at = T0 + timedelta(minutes=4)
+    b.nodes.append(NodeRow("Alert", "alert-1", {"name": "ErrorBudgetBurn", "at": alert_at, "severity": "page"}))
+    b.rels.append(RelRow("FIRED_ON", NodeRef("Alert", "alert-1"), _svc("web"), first_seen=alert_at, last_seen=alert_at))
+    if with_change:
+        at = T0 - timedelta(minutes=3)
+        b.nodes.append(NodeRow("Change", "chg-db", {"kind": "deploy", "at": at, "service": "db"}))
+        b.rels.append(RelRow("CHANGED", NodeRef("Change", "chg-db"), _svc("db"), first_seen=at, last_seen=at))
+        # An innocent change on the cache that nothing followed.
+        b.nodes.append(NodeRow("Change", "chg-cache", {"kind": "config", "at": at, "service": "cache"}))
+        b.rels.append(RelRow("CHANGED", NodeRef("Change", "chg-cache"), _svc("cache"), first_seen=at, last_seen=at))
+    store = MemoryGraphStore()
+    store.write(b)
+    return store
+
+
+ANCHOR = NodeRef("Alert", "alert-1")
+
+
+@pytest.fixture(scope="module")
+def rules_engine() -> RulesEngine:
+    return RulesEngine()
+
+
+def test_extraction_shapes_and_edges() -> None:
+    graph = extract_incident(_incident_store(), ANCHOR, None, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    assert sorted(zip(graph.kinds, graph.names)) == sorted(
+        [("service", s) for s in ("web", "api", "db", "cache")]
+        + [("instance", f"{s}-0") for s in ("web", "api", "db", "cache")] + [("host", "h1"), ("host", "h2")])
+    assert graph.names[graph.symptom] == "web"
+    assert graph.reference_time == T0 + timedelta(minutes=4)
+    assert graph.x.shape == (14, 10, N_FEATURES)  # 28 minutes in 2-minute slices
+    calls = {(graph.names[a], graph.names[b]) for a, b in graph.edges["calls"].t().tolist()}
+    assert calls == {("web", "api"), ("api", "db"), ("api", "cache")}
+    back = {(graph.names[a], graph.names[b]) for a, b in graph.edges["called_by"].t().tolist()}
+    assert back == {(b, a) for a, b in calls}
+
+
+@pytest.mark.parametrize("method", ["baro", "pagerank", "earliest", "rules"])
+def test_every_method_blames_db(method: str, rules_engine: RulesEngine) -> None:
+    result = RcaEngine(_incident_store(), None, rules_engine).analyze(ANCHOR, None, top_k=3, method=method)
+    assert result.reason == ""
+    assert (result.candidates[0].kind, result.candidates[0].name) in {("service", "db"), ("instance", "db-0")}
+    assert result.symptom == "web"
+
+
+def test_propagation_path_from_cause_to_symptom(rules_engine: RulesEngine) -> None:
+    result = RcaEngine(_incident_store(), None, rules_engine).analyze(ANCHOR, None, top_k=10, method="baro")
+    paths = {c.name: c.path for c in result.candidates}
+    assert paths["db"] == ["db", "api", "web"]
+    assert paths["db-0"] == ["db-0", "db", "api", "web"]
+    assert paths["h2"][0] == "h2" and paths["h2"][-1] == "web"
+
+
+def test_change_before_onset_ranks_the_change_first(rules_engine: RulesEngine) -> None:
+    result = RcaEngine(_incident_store(with_change=True), None, rules_engine).analyze(ANCHOR, None, 5, "rules")
+    top = result.candidates[0]
+    assert (top.kind, top.name) == ("change", "chg-db")
+    rules = [e for e in top.evidence if isinstance(e, dict) and "rule" in e]
+    assert rules[0]["rule"] == "change_before_onset"
+    assert rules[0]["facts"]["target"] == "db"
+    innocent = next(c for c in result.candidates if c.name == "chg-cache") if any(
+        c.name == "chg-cache" for c in result.candidates) else None
+    assert innocent is None or not any(isinstance(e, dict) and "rule" in e for e in innocent.evidence)
+
+
+def test_no_telemetry_is_an_empty_answer(rules_engine: RulesEngine) -> None:
+    store = MemoryGraphStore()
+    store.write(_topology_batch())
+    window = TimeWindow(T0 - timedelta(minutes=20), T0 + timedelta(minutes=5))
+    result = RcaEngine(store, RcaGnn(), rules_engine).analyze(_svc("web"), window)
+    assert result.candidates == [] and "no telemetry" in result.reason
+    missing = RcaEngine(store, RcaGnn(), rules_engine).analyze(_svc("nope"), window)
+    assert missing.candidates == [] and "not in the graph" in missing.reason
+    empty = RcaEngine(MemoryGraphStore(), None, None).analyze(ANCHOR)
+    assert empty.candidates == [] and empty.reason
+
+
+def test_model_is_inductive_and_resettable() -> None:
+    torch.manual_seed(0)
+    model = RcaGnn(RcaModelConfig(hidden=16))
+    for n, t in ((3, 4), (11, 9)):
+        x = torch.rand(t, n, N_FEATURES)
+        edges = {name: torch.tensor([[0, 1], [1, 2]]) for name in EDGE_TYPES}
+        assert model(x, edges).shape == (n,)
+    model.eval()
+    x = torch.rand(5, 4, N_FEATURES)
+    edges = {"calls": torch.tensor([[0, 1], [1, 2]]), "called_by": torch.tensor([[1, 2], [0, 1]])}
+    torch.manual_seed(1)
+    model.reset_parameters()
+    first = model(x, edges)
+    torch.manual_seed(1)
+    model.reset_parameters()
+    assert torch.equal(first, model(x, edges))
+    # Messages flow both ways: changing the callee changes the caller's score and vice versa.
+    x2 = x.clone()
+    x2[:, 2, 5] += 3.0
+    assert not torch.allclose(model(x2, edges)[1], model(x, edges)[1])
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = RcaGnn(RcaModelConfig(hidden=16))
+    path, card = save_checkpoint(tmp_path / "m.pt", model, FeatureConfig(), 0.5, {"metrics": {"val": 1}})
+    loaded, fc, weight = load_checkpoint(path)
+    assert fc == FeatureConfig() and weight == 0.5 and card.exists()
+    graph = extract_incident(_incident_store(), ANCHOR, None, fc)
+    assert isinstance(graph, IncidentGraph)
+    model.eval()
+    half = RcaGnn(RcaModelConfig(hidden=16))
+    half.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    half.eval()
+    assert torch.allclose(loaded(graph.x, graph.edges), half(graph.x, graph.edges))
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped checkpoint")
+def test_shipped_checkpoint_ranks_the_tiny_incident(rules_engine: RulesEngine) -> None:
+    model, fc, weight = load_checkpoint(SHIPPED)
+    assert SHIPPED.stat().st_size < 2_000_000
+    engine = RcaEngine(_incident_store(), model, rules_engine, RcaConfig(features=fc, rules_weight=weight))
+    result = engine.analyze(ANCHOR, None, top_k=3)
+    assert result.method == "gnn"
+    assert {(c.kind, c.name) for c in result.candidates[:2]} & {("service", "db"), ("instance", "db-0")}
+    assert abs(sum(c.score for c in engine.analyze(ANCHOR, None, top_k=100).candidates) - 1.0) < 1e-6
+
+
+def test_accuracy_numbers() -> None:
+    assert accuracy([1, 2, None, 4], 4) == {"ac@1": 0.25, "ac@3": 0.5, "ac@5": 0.75, "avg@5": 0.55}
+
+
+def test_evaluate_rca_on_a_small_scenario(rules_engine: RulesEngine) -> None:
+    scenario = simulate_ops(OpsSimConfig(seed=5, min_services=6, max_services=8, n_incidents=2, warmup_minutes=15,
+                                         segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6)))
+    report = evaluate_rca(scenario.events, scenario.cases, MemoryGraphStore, None, rules_engine)
+    assert report["cases"] == 2
+    assert set(report["baselines"]) == {"baro", "pagerank", "earliest"}
+    assert 0.0 <= report["ac@1"] <= report["ac@3"] <= report["ac@5"] <= 1.0
+    assert report["latency_ms"]["p50"] > 0
+    assert np.isfinite(report["avg@5"])
+
+
+def test_engine_groups_alerts_of_a_window(rules_engine: RulesEngine) -> None:
+    store = _incident_store()
+    b = GraphBatch()
+    for key, svc, minute in (("alert-2", "api", 3), ("alert-3", "db", 2)):
+        at = T0 + timedelta(minutes=minute)
+        b.nodes.append(NodeRow("Alert", key, {"name": "ErrorBudgetBurn", "at": at}))
+        b.rels.append(RelRow("FIRED_ON", NodeRef("Alert", key), _svc(svc), first_seen=at, last_seen=at))
+    store.write(b)
+    groups = RcaEngine(store, None, rules_engine).group_alerts(TimeWindow(T0, T0 + timedelta(minutes=30)))
+    assert [(g.alerts, g.is_incident) for g in groups] == [(("alert-3", "alert-2", "alert-1"), True)]
