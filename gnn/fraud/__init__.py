@@ -1,0 +1,1 @@
+"""Fraud detection: typologies, temporal matcher, TGN scorer, rings, training and evaluation."""
