@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gnn.fraud.rings import FraudDetector, Ring, TxVerdict
+from gnn.fraud.rings import annotations as fraud_annotations
 from ingest.batch import BatchBuilder
 from ingest.findings import add_finding
 from ingest.pipeline import Detection, Observed
 from rules.basic import BasicRulesConfig, basic_ruleset
 from rules.engine import Firing, RulesEngine
-from schema.events import AlertEvent, EventBase, TransactionEvent
+from schema.events import AlertEvent, EventBase, IdentityEvent, TransactionEvent
 from schema.findings import EntityRef, Evidence, Finding
 from schema.store import GraphStore
 
@@ -73,12 +77,9 @@ class BasicRuleDetector:
                 continue
             finding = self._finding(event, fired)
             detection.findings.append(finding)
+            # The finding is the annotation; a transaction's risk_score/risk_reasons belong to the fraud
+            # detector, which combines every signal.
             add_finding(finding, builder)
-            if isinstance(event, TransactionEvent):
-                builder.node("Transaction", event.id, {
-                    "risk_score": finding.score,
-                    "risk_reasons": [f.reason for f in fired],
-                })
         detection.annotations = builder.build()
         return detection
 
@@ -106,3 +107,120 @@ class BasicRuleDetector:
             entities=[EntityRef(kind="alert", name=event.id), *target], evidence=evidence, detector=self.name,
         )
 
+
+
+@dataclass(frozen=True)
+class FraudFindingConfig:
+    """Which fraud conclusions become findings (rings always do, from the detector's ring threshold)."""
+
+    #: A transaction outside any ring becomes a ``risky_transaction`` finding from this score on.
+    risky_transaction_score: float = 0.8
+    #: Accounts named in a ring finding (the ring node in the graph holds all of them).
+    max_entities: int = 25
+    #: Verdicts remembered per transaction id, so a transaction scored inline over gRPC, or seen again
+    #: after a retried batch, is not counted twice in the streaming state.
+    remembered_verdicts: int = 100_000
+
+
+class FraudRingDetector:
+    """Streaming fraud detection in the pipeline and inline (``ScoreTransaction``), one shared state.
+
+    The underlying :class:`gnn.fraud.rings.FraudDetector` keeps per-account state and a TGN memory; a lock
+    serialises the pipeline thread and gRPC calls. Work per event is bounded by the detector's own caps.
+    """
+
+    name = "fraud"
+
+    def __init__(self, detector: FraudDetector, config: FraudFindingConfig | None = None) -> None:
+        self._detector = detector
+        self.config = config or FraudFindingConfig()
+        self._lock = threading.Lock()
+        self._verdicts: OrderedDict[str, TxVerdict] = OrderedDict()
+
+    def _remember(self, verdict: TxVerdict) -> None:
+        self._verdicts[verdict.tx] = verdict
+        while len(self._verdicts) > self.config.remembered_verdicts:
+            self._verdicts.popitem(last=False)
+
+    def _process(self, txs: list[TransactionEvent]) -> list[TxVerdict]:
+        fresh = [tx for tx in txs if tx.id not in self._verdicts]
+        for verdict in self._detector.process_many(fresh):
+            self._remember(verdict)
+        return [self._verdicts[tx.id] for tx in txs]
+
+    def score_transaction(self, event: TransactionEvent) -> TransactionScore:
+        """Score first, then update the streaming state (the same transaction arriving later is not re-counted)."""
+        with self._lock:
+            [verdict] = self._process([event])
+        threshold = self._detector.config.ring_threshold
+        return TransactionScore(
+            round(verdict.score, 4),
+            [Evidence(source="fraud", summary=reason, weight=verdict.score) for reason in verdict.reasons],
+            [ring.id for ring in verdict.rings_closed if ring.score >= threshold],
+        )
+
+    def detect(self, events: Sequence[Observed], store: GraphStore) -> Detection:
+        verdicts: list[TxVerdict] = []
+        rings: dict[str, Ring] = {}
+        pending: list[TransactionEvent] = []
+        touched: set[str] = set()
+        with self._lock:
+            for item in events:
+                event = item.event
+                if isinstance(event, TransactionEvent):
+                    pending.append(event)
+                    touched.update((event.src, event.dst))
+                elif isinstance(event, IdentityEvent):
+                    verdicts.extend(self._process(pending))
+                    pending = []
+                    rings.update((r.id, r) for r in self._detector.process_identity(event))
+                    touched.add(event.account)
+            verdicts.extend(self._process(pending))
+            for verdict in verdicts:
+                rings.update((r.id, r) for r in verdict.rings_closed)
+            threshold = self._detector.config.ring_threshold
+            reported = [r for r in rings.values() if r.score >= threshold]
+            risk = {a: self._detector.account_risk[a] for a in touched if a in self._detector.account_risk}
+        detection = Detection(annotations=fraud_annotations(verdicts, reported, risk))
+        builder = BatchBuilder()
+        for ring in reported:
+            finding = self._ring_finding(ring)
+            detection.findings.append(finding)
+            add_finding(finding, builder)
+        in_rings = {tx for ring in reported for tx in ring.evidence}
+        by_id = {item.event.id: item.event for item in events if isinstance(item.event, TransactionEvent)}
+        for verdict in verdicts:
+            if verdict.score >= self.config.risky_transaction_score and verdict.tx not in in_rings:
+                finding = self._transaction_finding(by_id[verdict.tx], verdict)
+                detection.findings.append(finding)
+                add_finding(finding, builder)
+        detection.annotations.extend(builder.build())
+        return detection
+
+    def _ring_finding(self, ring: Ring) -> Finding:
+        members = sorted(ring.members.items())
+        return Finding(
+            id=f"fraud_ring:{ring.id}", kind="fraud_ring", at=ring.detected_at, score=round(min(ring.score, 1.0), 4),
+            title=f"{ring.kind} ring of {len(members)} accounts",
+            entities=[EntityRef(kind="fraud_ring", name=ring.id)]
+            + [EntityRef(kind="account", name=a) for a, _ in members[: self.config.max_entities]],
+            evidence=[Evidence(
+                source=f"matcher:{ring.kind}",
+                summary=f"{ring.kind}: {len(members)} accounts, {len(ring.evidence)} evidence transactions",
+                facts={"typologies": ",".join(sorted(ring.typologies)) or ring.kind,
+                       "roles": ",".join(sorted({role for _, role in members})),
+                       "evidence_transactions": ",".join(ring.evidence[:20])},
+                weight=ring.score,
+            )],
+            detector=self.name,
+        )
+
+    def _transaction_finding(self, tx: TransactionEvent, verdict: TxVerdict) -> Finding:
+        return Finding(
+            id=f"fraud_transaction:{tx.id}", kind="risky_transaction", at=tx.at,
+            score=round(min(verdict.score, 1.0), 4),
+            title=f"{tx.amount:g} {tx.currency} from {tx.src} to {tx.dst}",
+            entities=[EntityRef(kind="transaction", name=tx.id), EntityRef(kind="account", name=tx.src)],
+            evidence=[Evidence(source="fraud", summary=reason, weight=verdict.score) for reason in verdict.reasons],
+            detector=self.name,
+        )

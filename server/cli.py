@@ -275,11 +275,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _simulate_payments(args: argparse.Namespace, out: Path) -> int:
-    try:
-        from ingest.simulate.payments import PaymentsSimConfig, simulate_payments, write_scenario
-    except ImportError:
-        print("sleuth simulate payments: the payments simulator is not part of this build yet", file=sys.stderr)
-        return 2
+    from ingest.simulate.payments import PaymentsSimConfig, simulate_payments, write_scenario
+
     scenario = simulate_payments(PaymentsSimConfig(seed=args.seed))
     write_scenario(scenario, out)
     print(json.dumps({"events": len(scenario.events), "labels": len(scenario.labels), "out": str(out)}))
@@ -293,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         from server.workflows.rca import RcaTrainConfig, train_rca
 
-        config = RcaTrainConfig(seed=args.seed)
+        config = RcaTrainConfig() if args.seed is None else RcaTrainConfig(seed=args.seed)
         if args.epochs:
             config = replace(config, epochs=args.epochs)
         if args.out:
@@ -303,8 +300,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(result.checkpoint), "plot": str(result.plot), **result.metrics},
                          default=str))
         return 0
-    print("sleuth train fraud: the fraud model is not part of this build yet", file=sys.stderr)
-    return 2
+    from dataclasses import replace
+
+    from server.workflows.fraud import FraudTrainConfig, train_fraud
+
+    config = FraudTrainConfig() if args.seed is None else FraudTrainConfig(seed=args.seed)
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
+    if args.out:
+        config = replace(config, out_dir=args.out)
+    trained = train_fraud(config)
+    print(json.dumps({"checkpoint": str(trained.checkpoint), "plot": str(trained.curve), **trained.metrics},
+                     default=str))
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -335,8 +343,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report.pop("per_case", None) if not args.per_case else None
         print(json.dumps(report, default=str) if args.json else json.dumps(report, indent=2, default=str))
         return 0
-    print("sleuth eval fraud: the fraud evaluation is not part of this build yet", file=sys.stderr)
-    return 2
+    from server.workflows.fraud import evaluate_dir as evaluate_fraud_dir
+
+    checkpoint = args.fraud_checkpoint or None
+    report = evaluate_fraud_dir(Path(args.path), checkpoint, baselines=not args.no_baselines)
+    print(json.dumps(report, default=str) if args.json else json.dumps(report, indent=2, default=str))
+    return 0
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -380,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", cmd_train, "train a model on simulated data (seeds disjoint from evaluation seeds)")
     p.add_argument("model", choices=["rca", "fraud"])
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=None, help="default: the training config's seed")
     p.add_argument("--epochs", type=int, default=0, help="default: the training config's")
     p.add_argument("--out", help="folder for the checkpoint and curve (default: gnn/checkpoints)")
 
@@ -392,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "gnn/checkpoints/rca.pt"),
                    help="rca: model checkpoint ('' for rules and baselines only)")
     p.add_argument("--per-case", action="store_true", help="rca: include every case's ranks")
+    p.add_argument("--fraud-checkpoint", default=str(Path(__file__).resolve().parents[1] / "gnn/checkpoints/fraud.pt"),
+                   help="fraud: model checkpoint ('' for rules and matcher only)")
+    p.add_argument("--no-baselines", action="store_true", help="fraud: skip the baselines (faster)")
 
     p = command("schema", cmd_schema, "graph schema: apply constraints, export JSON Schemas, print DDL")
     p.add_argument("action", choices=["apply", "export", "ddl"])

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from gnn.fraud.checkpoint import load_detector
 from gnn.rca.checkpoint import load_checkpoint
 from gnn.rca.engine import RcaConfig, RcaEngine
 from ingest.bus import BusDeadLetters, BusFindings, InProcessBus
 from ingest.decode import DecodeLimits
-from ingest.detectors import BasicRuleDetector
+from ingest.detectors import BasicRuleDetector, FraudRingDetector
 from ingest.enrich.metrics import MetricAnomalyScorer
 from ingest.logs.templates import FileTemplateState, LogTemplateMiner
 from ingest.mapping import EventMapper
@@ -61,8 +62,13 @@ def build_mapper(settings: Settings, persistent: bool) -> EventMapper:
 
 
 def build_detectors(settings: Settings, engine: RulesEngine) -> list[Detector]:
-    """Every detector that runs on each batch."""
-    return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount))]
+    """Every detector that runs on each batch: the basic rules and the fraud detector (rings, risk)."""
+    checkpoint = Path(settings.fraud_checkpoint)
+    if not checkpoint.is_file():
+        log.warning("no fraud checkpoint at %s: transactions are scored by rules and the matcher only", checkpoint)
+    fraud = load_detector(checkpoint if checkpoint.is_file() else None)
+    return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount)),
+            FraudRingDetector(fraud)]
 
 
 @dataclass
@@ -99,8 +105,8 @@ class Host:
 
     def server_parts(self, settings: Settings) -> ServerParts:
         token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
-        basic = next(d for d in self.detectors if isinstance(d, BasicRuleDetector))
-        return ServerParts(self.store, self.hub, scorer=basic, analyzer=build_analyzer(self.store, settings),
+        scorer = next(d for d in self.detectors if isinstance(d, FraudRingDetector))
+        return ServerParts(self.store, self.hub, scorer=scorer, analyzer=build_analyzer(self.store, settings),
                            token=token, max_message_bytes=settings.grpc.max_message_bytes)
 
 

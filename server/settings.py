@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     retention_interval_s: float = 3600.0
     #: Root-cause model checkpoint (the shipped one by default).
     rca_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "rca.pt"
+    #: Transaction scoring model checkpoint (the shipped one by default).
+    fraud_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "fraud.pt"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)

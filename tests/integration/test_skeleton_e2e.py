@@ -41,8 +41,10 @@ def test_records_to_annotations_to_grpc(neo4j_store, neo4j_uri, kafka_bootstrap,
     try:
         wait_until(lambda: neo4j_store.get_node(NodeRef("Finding", "risky_transaction:tx-big")) is not None)
         wait_until(lambda: neo4j_store.count("LogTemplate") == 1 and neo4j_store.count("Transaction") == 2)
-        tx = neo4j_store.get_node(NodeRef("Transaction", "tx-big"))
-        assert tx.props["risk_score"] == 0.6 and tx.props["risk_reasons"] == ["amount at or above 10000"]
+        finding_node = neo4j_store.get_node(NodeRef("Finding", "risky_transaction:tx-big"))
+        assert finding_node.props["detector"] == "rules.basic"
+        assert "amount at or above 10000" in finding_node.props["evidence"]
+        assert [r.end.key for r in neo4j_store.rels_of(finding_node.ref, "ABOUT", "out")] == ["alice", "tx-big"]
         assert neo4j_store.get_node(NodeRef("Service", "payments")) is not None
         assert [r.end.key for r in neo4j_store.rels_of(NodeRef("Account", "alice"), "USES", "out")] == ["dev-1"]
 
@@ -50,8 +52,11 @@ def test_records_to_annotations_to_grpc(neo4j_store, neo4j_uri, kafka_bootstrap,
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 finding = pb_grpc.FindingsStub(channel).Get(pb.GetFindingRequest(id="risky_transaction:tx-big"))
                 listed = pb_grpc.FindingsStub(channel).List(pb.ListFindingsRequest(kind="risky_transaction"))
+                scored = pb_grpc.FraudStub(channel).ScoreTransaction(pb.ScoreTransactionRequest(
+                    transaction=pb.Transaction(id="tx-inline", src="bob", dst="carol", amount=40.0)))
         assert finding.score == 0.6 and {e.name for e in finding.entities} == {"tx-big", "alice"}
-        assert [f.id for f in listed.findings] == ["risky_transaction:tx-big"]
+        assert "risky_transaction:tx-big" in [f.id for f in listed.findings]
+        assert scored.transaction_id == "tx-inline" and 0.0 <= scored.score <= 1.0
 
         dlq = KafkaConsumer(topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                             consumer_timeout_ms=20_000, group_id=f"{topic_prefix}-dlq-reader")
