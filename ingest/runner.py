@@ -62,7 +62,7 @@ class PipelineRunner:
         self.pipeline = pipeline
         self.config = config or RunnerConfig()
         self.stop_event = threading.Event()
-        self._on_outcome = on_outcome
+        self.on_outcome = on_outcome
         self._lag_measured_at = 0.0
 
     def collect(self) -> list[SourceRecord]:
@@ -87,8 +87,8 @@ class PipelineRunner:
             return None
         outcome = self._process_with_retry(records)
         self.source.commit(outcome.next_offsets)
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         return outcome
 
     def _process_with_retry(self, records: Sequence[SourceRecord], isolate: bool = True) -> BatchOutcome:

@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"[{time.monotonic() - started:6.1f}s] {finding.kind:<18} {finding.score:.2f}  {finding.title}",
                       flush=True)
 
-    host.runner._on_outcome = show
+    host.runner.on_outcome = show
 
     async def main() -> None:
         stop = asyncio.Event()
