@@ -1,0 +1,150 @@
+"""Fraud benchmark: inline scoring latency over gRPC, and scoring throughput end to end from Kafka.
+
+Prints one JSON line:
+
+* ``score_p50_ms``, ``score_p99_ms``: ``Fraud.ScoreTransaction`` round trips over gRPC (loopback), one call
+  at a time, on the transactions of a simulated payments stream in time order (shipped model);
+* ``tx_per_s``: payment events consumed from real Kafka, scored by the fraud detector (model, matcher,
+  rules), written with their annotations to real Neo4j and committed, sustained (first batch untimed);
+* ``ring_delay_p99_s``: for every batch that closed a ring, the time from the producer's send of the
+  batch's oldest record to the batch's commit (the ring is in Neo4j then): an upper bound of the delay
+  from the closing transaction to the ring in the graph, measured with the producer paced at ``--rate``.
+
+    python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 500]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder would shadow the ``ingest`` package with bench/ingest.py.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+import statistics
+import threading
+import time
+import uuid
+
+import grpc
+
+from bench.ingest import _CommitClock, _produce, _settings
+from gnn.fraud.checkpoint import load_detector
+from ingest.detectors import BasicRuleDetector, FraudRingDetector
+from ingest.kafka import KafkaSource, ensure_topics, make_consumer
+from ingest.pipeline import BatchOutcome, Pipeline
+from ingest.runner import PipelineRunner, RunnerConfig
+from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
+from ingest.store.memory import MemoryGraphStore
+from ingest.store.neo4j import Neo4jGraphStore, connect
+from rules.engine import RulesEngine
+from schema.events import TransactionEvent
+from schema.proto.sleuth.v1 import sleuth_pb2 as pb
+from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
+from server.app import ServerParts
+from server.convert import to_timestamp
+from server.host import build_mapper
+from server.hub import FindingHub
+from server.settings import load_settings
+from tests.grpc_harness import running_server
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    q = statistics.quantiles(values, n=100)
+    return q[49], q[98]
+
+
+def score_latency(events: list, calls: int) -> tuple[float, float]:
+    """p50 and p99 in ms of ScoreTransaction over gRPC on the first ``calls`` transactions."""
+    detector = FraudRingDetector(load_detector())
+    parts = ServerParts(MemoryGraphStore(), FindingHub(), detector)
+    txs = [e for e in events if isinstance(e, TransactionEvent)][:calls]
+    latencies: list[float] = []
+    with running_server(parts) as (port, _), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.FraudStub(channel)
+        for tx in txs:
+            request = pb.ScoreTransactionRequest(transaction=pb.Transaction(
+                id=tx.id, at=to_timestamp(tx.at), src=tx.src, dst=tx.dst, amount=tx.amount, currency=tx.currency,
+                channel=tx.channel, device=tx.device or "", ip=tx.ip or "", card=tx.card or "",
+                merchant=tx.merchant or ""))
+            started = time.perf_counter()
+            stub.ScoreTransaction(request)
+            latencies.append((time.perf_counter() - started) * 1000)
+    return _quantiles(latencies)
+
+
+def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
+    """Sustained scoring throughput from Kafka into Neo4j, and ring delays at a paced rate."""
+    base = load_settings()
+    if not base.neo4j_uri or not base.kafka_bootstrap:
+        raise SystemExit("needs Neo4j and Kafka: run scripts/services up")
+    store = Neo4jGraphStore(connect(base.neo4j_uri))
+    store.apply_schema()
+    store.clear()
+    settings = _settings(base, f"fraud{uuid.uuid4().hex[:8]}", batch)
+    ensure_topics(str(settings.kafka_bootstrap), settings.kafka.topics.inputs(), settings.kafka.partitions)
+    engine = RulesEngine()
+    pipeline = Pipeline(store, build_mapper(settings, persistent=False),
+                        [BasicRuleDetector(engine), FraudRingDetector(load_detector())])
+    consumer = make_consumer(str(settings.kafka_bootstrap), settings.kafka.group_id, max_poll_records=batch)
+    clock = _CommitClock(KafkaSource(consumer, settings.kafka.topics.inputs()))
+    ring_delays: list[float] = []
+    batch_oldest: list[float] = []
+
+    def on_outcome(outcome: BatchOutcome) -> None:
+        # The clock recorded this batch's latencies at commit; the oldest record bounds the ring's delay.
+        if any(f.kind == "fraud_ring" for f in outcome.findings) and batch_oldest:
+            ring_delays.append(batch_oldest[-1])
+
+    runner = PipelineRunner(clock, pipeline, RunnerConfig(max_records=batch, max_ms=100))  # type: ignore[arg-type]
+    while not clock.source.assignment():
+        runner.run_once()
+    producer = threading.Thread(target=_produce, args=(settings, events, rate))
+    producer.start()
+    done, timed_from, timed_records = 0, None, 0
+    deadline = time.monotonic() + len(events) / rate + 600
+    while done < len(events) and time.monotonic() < deadline:
+        before = len(clock.latencies)
+        outcome = runner.run_once()
+        if outcome is None:
+            continue
+        new = clock.latencies[before:]
+        batch_oldest.append(max(new) if new else 0.0)
+        on_outcome(outcome)
+        done += outcome.records
+        if timed_from is None:
+            timed_from = time.perf_counter()
+        else:
+            timed_records += outcome.records
+    elapsed = time.perf_counter() - (timed_from or time.perf_counter())
+    producer.join()
+    clock.close()
+    rings = store.count("FraudRing")
+    store.clear()
+    store.close()
+    _, ring_p99 = _quantiles(ring_delays)
+    return {"tx_per_s": round(timed_records / elapsed, 1) if elapsed else 0.0, "events": done, "rings_in_neo4j": rings,
+            "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=41)
+    parser.add_argument("--score-calls", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=3000.0, help="producer pace in events/s for the Kafka run")
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    events = simulate_payments(PaymentsSimConfig(seed=args.seed)).events
+    p50, p99 = score_latency(events, args.score_calls)
+    result = {"score_p50_ms": round(p50, 2), "score_p99_ms": round(p99, 2), "score_calls": args.score_calls}
+    result.update(kafka_run(events, args.rate, args.batch))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
