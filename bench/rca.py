@@ -1,0 +1,95 @@
+"""RCA benchmark: ``RootCause.Analyze`` latency over gRPC on real Neo4j, 300 services, about an hour of data.
+
+Simulates one scenario (300 services, one incident after a warm-up: about 61 minutes of telemetry),
+replays it into a wiped Neo4j through the real mapping, then calls ``Analyze`` over gRPC: on the
+incident's alert, and on other services over the incident window (different subgraphs). Prints one JSON
+line with ``p50_ms`` and ``p99_ms`` (client-side round trips), the replay time and whether the top
+candidate for the incident was its true root cause.
+
+    python bench/rca.py [--services 300] [--calls 30] [--seed 77]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder would shadow the ``ingest`` package with bench/ingest.py.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+import random
+import statistics
+import time
+from datetime import datetime, timedelta
+
+import grpc
+
+from ingest.detectors import BasicRuleDetector
+from ingest.replay import replay
+from ingest.simulate.ops import OpsSimConfig, simulate_ops
+from ingest.store.neo4j import Neo4jGraphStore, connect
+from rules.engine import RulesEngine
+from schema.proto.sleuth.v1 import sleuth_pb2 as pb
+from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
+from server.app import ServerParts
+from server.convert import to_timestamp
+from server.host import build_analyzer
+from server.hub import FindingHub
+from server.settings import load_settings
+from tests.grpc_harness import running_server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--services", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=77)
+    args = parser.parse_args()
+    settings = load_settings()
+    if not settings.neo4j_uri:
+        raise SystemExit("needs Neo4j: run scripts/services up")
+    scenario = simulate_ops(OpsSimConfig(seed=args.seed, min_services=args.services, max_services=args.services,
+                                         n_incidents=1))
+    store = Neo4jGraphStore(connect(settings.neo4j_uri))
+    store.apply_schema()
+    store.clear()
+    started = time.perf_counter()
+    replay(scenario.events, store, batch_size=5000)
+    replay_s = time.perf_counter() - started
+    [case] = scenario.cases
+    at = datetime.fromisoformat(case["at"])
+    since, until = to_timestamp(at - timedelta(minutes=30)), to_timestamp(at + timedelta(minutes=5))
+    services = sorted({e.service for e in scenario.events if getattr(e, "type", "") == "span"})
+    rng = random.Random(args.seed)
+    requests = [pb.AnalyzeRequest(alert_id=case["symptom"]["alert"], top_k=5)] * (args.calls // 3) + [
+        pb.AnalyzeRequest(service=rng.choice(services), since=since, until=until, top_k=5)
+        for _ in range(args.calls - args.calls // 3)
+    ]
+    parts = ServerParts(store, FindingHub(), BasicRuleDetector(RulesEngine()), build_analyzer(store, settings))
+    latencies: list[float] = []
+    top1 = None
+    with running_server(parts) as (port, _), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RootCauseStub(channel)
+        stub.Analyze(requests[0])  # warm-up: model load and the server's first query plans
+        for request in requests:
+            t0 = time.perf_counter()
+            reply = stub.Analyze(request)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if top1 is None and request.alert_id and reply.candidates:
+                c = reply.candidates[0]
+                top1 = (c.entity.kind, c.entity.name) == (case["root_cause"]["kind"], case["root_cause"]["name"])
+    store.clear()
+    store.close()
+    q = statistics.quantiles(latencies, n=100)
+    print(json.dumps({
+        "services": args.services, "events": len(scenario.events), "replay_s": round(replay_s, 1),
+        "calls": len(latencies), "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1),
+        "incident_top1_correct": top1,
+    }))
+
+
+if __name__ == "__main__":
+    main()
