@@ -31,6 +31,7 @@ import uuid
 
 import grpc
 
+from bench.common import server_settings, wiped_store
 from bench.ingest import _CommitClock, _produce, _settings
 from gnn.fraud.checkpoint import load_detector
 from ingest.detectors import BasicRuleDetector, FraudRingDetector
@@ -39,7 +40,6 @@ from ingest.pipeline import BatchOutcome, Pipeline
 from ingest.runner import PipelineRunner, RunnerConfig
 from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
 from ingest.store.memory import MemoryGraphStore
-from ingest.store.neo4j import Neo4jGraphStore, connect
 from rules.engine import RulesEngine
 from schema.events import TransactionEvent
 from schema.proto.sleuth.v1 import sleuth_pb2 as pb
@@ -48,7 +48,6 @@ from server.app import ServerParts
 from server.convert import to_timestamp
 from server.host import build_mapper
 from server.hub import FindingHub
-from server.settings import load_settings
 from tests.grpc_harness import running_server
 
 
@@ -80,12 +79,8 @@ def score_latency(events: list, calls: int) -> tuple[float, float]:
 
 def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     """Sustained scoring throughput from Kafka into Neo4j, and ring delays at a paced rate."""
-    base = load_settings()
-    if not base.neo4j_uri or not base.kafka_bootstrap:
-        raise SystemExit("needs Neo4j and Kafka: run scripts/services up")
-    store = Neo4jGraphStore(connect(base.neo4j_uri))
-    store.apply_schema()
-    store.clear()
+    base = server_settings()
+    store = wiped_store(base)
     settings = _settings(base, f"fraud{uuid.uuid4().hex[:8]}", batch)
     ensure_topics(str(settings.kafka_bootstrap), settings.kafka.topics.inputs(), settings.kafka.partitions)
     engine = RulesEngine()

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 # Run as a script, this file's folder is first on sys.path and ``ingest`` would resolve to this very file
-# instead of the package: drop it before importing the project.
+# instead of the package: put the repository root there instead (it also makes ``bench`` importable).
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import json
@@ -37,10 +37,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.common import server_settings, wiped_store
 from ingest.kafka import KafkaSource, ensure_topics, make_consumer, make_producer
 from ingest.pipeline import BatchOutcome, Pipeline, SourceRecord
 from ingest.runner import PipelineRunner, RunnerConfig
-from ingest.store.neo4j import Neo4jGraphStore, connect
+from ingest.store.neo4j import Neo4jGraphStore
 from schema.events import (
     EventBase,
     IdentityEvent,
@@ -51,7 +52,7 @@ from schema.events import (
     partition_key,
 )
 from server.host import build_mapper
-from server.settings import KafkaSettings, Settings, Topics, load_settings
+from server.settings import KafkaSettings, Settings, Topics
 
 
 def mixed_stream(n: int, seed: int = 1, start: datetime | None = None) -> list[EventBase]:
@@ -222,11 +223,8 @@ def _drain(settings: Settings, store: Neo4jGraphStore, expected: int) -> tuple[f
 
 
 def run(n_events: int, rate: float, latency_seconds: float, batch: int) -> dict[str, float]:
-    base = load_settings()
-    if not base.neo4j_uri or not base.kafka_bootstrap:
-        raise SystemExit("needs Neo4j and Kafka: run scripts/services up")
-    store = Neo4jGraphStore(connect(base.neo4j_uri))
-    store.apply_schema()
+    base = server_settings()
+    store = wiped_store(base)
     events = mixed_stream(n_events)
     records = [SourceRecord("bench", 0, i, e.model_dump_json().encode()) for i, e in enumerate(events)]
 

@@ -27,10 +27,10 @@ from datetime import datetime, timedelta
 
 import grpc
 
+from bench.common import server_settings, wiped_store
 from ingest.detectors import BasicRuleDetector
 from ingest.replay import replay
 from ingest.simulate.ops import OpsSimConfig, simulate_ops
-from ingest.store.neo4j import Neo4jGraphStore, connect
 from rules.engine import RulesEngine
 from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
@@ -38,7 +38,6 @@ from server.app import ServerParts
 from server.convert import to_timestamp
 from server.host import build_analyzer
 from server.hub import FindingHub
-from server.settings import load_settings
 from tests.grpc_harness import running_server
 
 
@@ -48,14 +47,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--seed", type=int, default=77)
     args = parser.parse_args()
-    settings = load_settings()
-    if not settings.neo4j_uri:
-        raise SystemExit("needs Neo4j: run scripts/services up")
+    settings = server_settings(kafka=False)
     scenario = simulate_ops(OpsSimConfig(seed=args.seed, min_services=args.services, max_services=args.services,
                                          n_incidents=1))
-    store = Neo4jGraphStore(connect(settings.neo4j_uri))
-    store.apply_schema()
-    store.clear()
+    store = wiped_store(settings)
     started = time.perf_counter()
     replay(scenario.events, store, batch_size=5000)
     replay_s = time.perf_counter() - started

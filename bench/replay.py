@@ -21,13 +21,12 @@ import json
 import time
 import uuid
 
+from bench.common import server_settings, wiped_store
 from bench.ingest import _drain, _settings
 from ingest.decode import Rejection, decode_record
 from ingest.kafka import ensure_topics, make_producer
-from ingest.store.neo4j import Neo4jGraphStore, connect
 from schema.events import partition_key
 from schema.graph import NODES
-from server.settings import load_settings
 
 
 def main() -> None:
@@ -35,12 +34,8 @@ def main() -> None:
     parser.add_argument("file")
     parser.add_argument("--batch", type=int, default=5000)
     args = parser.parse_args()
-    base = load_settings()
-    if not base.neo4j_uri or not base.kafka_bootstrap:
-        raise SystemExit("needs Neo4j and Kafka: run scripts/services up")
-    store = Neo4jGraphStore(connect(base.neo4j_uri))
-    store.apply_schema()
-    store.clear()
+    base = server_settings()
+    store = wiped_store(base)
     settings = _settings(base, f"replay{uuid.uuid4().hex[:8]}", args.batch)
     topics = settings.kafka.topics
     ensure_topics(str(settings.kafka_bootstrap), [*topics.inputs(), topics.dlq], settings.kafka.partitions)
