@@ -52,8 +52,10 @@ def main() -> None:
                                          n_incidents=1))
     store = wiped_store(settings)
     started = time.perf_counter()
+    print(f"rca bench: {len(scenario.events)} events simulated; replaying into Neo4j", file=sys.stderr, flush=True)
     replay(scenario.events, store, batch_size=5000)
     replay_s = time.perf_counter() - started
+    print(f"rca bench: replayed in {replay_s:.0f} s; calling Analyze", file=sys.stderr, flush=True)
     [case] = scenario.cases
     at = datetime.fromisoformat(case["at"])
     since, until = to_timestamp(at - timedelta(minutes=30)), to_timestamp(at + timedelta(minutes=5))

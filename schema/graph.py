@@ -75,8 +75,10 @@ NODES: tuple[NodeSpec, ...] = (
     NodeSpec("LogTemplate", "id", counters=("count", "errors"),
              description="A log template mined by Drain3 (stable id)."),
     NodeSpec("Anomaly", "id", time_prop="at", description="A metric anomaly: metric, score, at."),
-    NodeSpec("Alert", "fingerprint", time_prop="at", times=("ends_at",), description="An alert keyed by its fingerprint."),
-    NodeSpec("Incident", "id", time_prop="at", times=("started_at", "resolved_at"), description="Annotation: alerts grouped into an incident."),
+    NodeSpec("Alert", "fingerprint", time_prop="at", times=("ends_at",),
+             description="An alert keyed by its fingerprint."),
+    NodeSpec("Incident", "id", time_prop="at", times=("started_at", "resolved_at"),
+             description="Annotation: alerts grouped into an incident."),
     # Payments
     NodeSpec("Account", "id", counters=("sent", "received"), description="A payment account."),
     NodeSpec("Transaction", "id", time_prop="at", description="One payment."),
@@ -98,12 +100,14 @@ _IDENTITIES = ("Device", "IP", "Card", "Phone", "Email")
 RELS: tuple[RelSpec, ...] = (
     RelSpec("CALLS", ("Service",), ("Service",), counters=("calls", "errors", "duration_ms_sum"),
             description="Caller -> callee, aggregated from spans."),
-    RelSpec("CALLED", ("Service",), ("Service",), key=("bucket",), times=("bucket",), counters=("calls", "errors", "duration_ms_sum"),
+    RelSpec("CALLED", ("Service",), ("Service",), key=("bucket",), times=("bucket",),
+            counters=("calls", "errors", "duration_ms_sum"),
             description="Caller -> callee per time bucket, with p50_ms / p99_ms of the bucket's spans."),
     RelSpec("INSTANCE_OF", ("Instance",), ("Service",)),
     RelSpec("RUNS_ON", ("Instance",), ("Host",)),
     RelSpec("CHANGED", ("Change",), _OPS_ENTITIES, temporal=False),
-    RelSpec("EMITTED", ("Service", "Instance"), ("LogTemplate",), key=("bucket",), times=("bucket",), counters=("count", "errors"),
+    RelSpec("EMITTED", ("Service", "Instance"), ("LogTemplate",), key=("bucket",), times=("bucket",),
+            counters=("count", "errors"),
             description="Template counts per time bucket."),
     RelSpec("ON", ("Anomaly",), _OPS_ENTITIES, temporal=False),
     RelSpec("FIRED_ON", ("Alert",), _OPS_ENTITIES, temporal=False),
@@ -143,6 +147,24 @@ def rel_spec(rel_type: str) -> RelSpec:
         return REL_SPECS[rel_type]
     except KeyError:
         raise SchemaViolation(f"relationship type {rel_type!r} is not in the schema allow-list") from None
+
+
+def window_basis(rel_type: str, direction: str) -> tuple[str, str | None]:
+    """What a time window filters on when a reader follows ``rel_type`` in ``direction`` (``out``/``in``).
+
+    ``("rel", prop)``: the relationship's own declared time (``EMITTED.bucket``); ``("far", prop)``: the time
+    of the node at the far end, for single-event relationships (an ``Anomaly``'s ``at`` behind ``ON``);
+    ``("interval", None)``: the overlap of the relationship's first/last_seen; ``("none", None)``: untimed.
+    Both store back ends read this one rule, so they filter identically.
+    """
+    spec = rel_spec(rel_type)
+    if spec.times:
+        return "rel", spec.times[0]
+    far = spec.ends if direction == "out" else spec.starts
+    props = {NODE_SPECS[label].time_prop for label in far}
+    if not spec.temporal and len(props) == 1 and (prop := props.pop()) not in (None, "last_seen"):
+        return "far", prop
+    return ("interval", None) if spec.temporal else ("none", None)
 
 
 def check_property_name(name: str) -> str:

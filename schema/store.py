@@ -7,6 +7,7 @@ Readers (rules, GNN feature extraction, the gRPC server) depend on this protocol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -144,6 +145,19 @@ class Rel:
     props: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Hop:
+    """One relationship followed from a node, with the node at its far end."""
+
+    rel: Rel
+    node: Node
+
+    @property
+    def near(self) -> NodeRef:
+        """The node the hop was followed from."""
+        return self.rel.start if self.rel.end == self.node.ref else self.rel.end
+
+
 @dataclass
 class Subgraph:
     """Nodes and relationships around an entity."""
@@ -199,6 +213,18 @@ class GraphStore(Protocol):
 
     def rels_of(self, ref: NodeRef, rel_type: str | None = None, direction: str = "both") -> list[Rel]:
         """Relationships touching a node (``out``, ``in`` or ``both``), optionally of one type."""
+
+    def expand(
+        self,
+        refs: Sequence[NodeRef],
+        rel_type: str,
+        direction: str,
+        window: TimeWindow | None = None,
+        limit: int = 200_000,
+    ) -> list[Hop]:
+        """Relationships of one type leaving (``out``) or entering (``in``) any of ``refs``, each with its far
+        node, in one read. With a window, only those whose time falls in it (see ``schema.graph.window_basis``).
+        At most ``limit`` hops are returned; readers that must bound their work pass a limit."""
 
     def neighbourhood(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from schema.store import GraphStore, NodeRef, Rel, TimeWindow
+from schema.store import GraphStore, Hop, NodeRef, Rel, TimeWindow
 
 #: Candidate kinds, in feature order.
 KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
@@ -101,7 +102,7 @@ class IncidentGraph:
 
     def index(self, kind: str, name: str) -> int | None:
         """The node index of a candidate, or ``None`` when it is not in the subgraph."""
-        for i, (k, nm) in enumerate(zip(self.kinds, self.names)):
+        for i, (k, nm) in enumerate(zip(self.kinds, self.names, strict=True)):
             if k == kind and nm == name:
                 return i
         return None
@@ -114,30 +115,6 @@ class Anchor:
     service: NodeRef | None
     reference_time: datetime | None
     reason: str = ""
-
-
-class _Adjacency:
-    """Relationships per node, fetched once per analysis and split by type and direction.
-
-    One ``rels_of`` call per node instead of one per relationship type: stores may pay per call (a round
-    trip, or a sort of the node's whole adjacency in the in-memory store).
-    """
-
-    def __init__(self, store: GraphStore) -> None:
-        self.store = store
-        self._cache: dict[NodeRef, dict[tuple[str, str], list[Rel]]] = {}
-
-    def get(self, ref: NodeRef, rel_type: str, direction: str) -> list[Rel]:
-        table = self._cache.get(ref)
-        if table is None:
-            table = {}
-            for rel in self.store.rels_of(ref):
-                if rel.start == ref:
-                    table.setdefault((rel.type, "out"), []).append(rel)
-                if rel.end == ref:
-                    table.setdefault((rel.type, "in"), []).append(rel)
-            self._cache[ref] = table
-        return table.get((rel_type, direction), [])
 
 
 def resolve_anchor(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
@@ -203,20 +180,23 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     if window.until <= window.since:
         return "empty time window"
 
-    # 1. Services within `hops` CALLS of the symptom (both directions).
-    adj = _Adjacency(store)
+    # 1. Services within `hops` CALLS of the symptom (both directions), one read per hop and direction. The
+    #    last frontier is read too (without adding nodes) so calls among the outermost services are kept.
     hop = {resolved.service: 0}
-    queue = deque([resolved.service])
+    frontier = [resolved.service]
     call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
-    while queue:
-        current = queue.popleft()
+    for depth in range(cfg.hops + 1):
+        if not frontier:
+            break
+        grown: list[NodeRef] = []
         for direction in ("out", "in"):
-            for rel in adj.get(current, "CALLS", direction):
-                call_rels[(rel.start, rel.end)] = rel
-                other = rel.end if direction == "out" else rel.start
-                if other not in hop and hop[current] < cfg.hops and len(hop) < cfg.max_services:
-                    hop[other] = hop[current] + 1
-                    queue.append(other)
+            for h in store.expand(frontier, "CALLS", direction, window):
+                call_rels[(h.rel.start, h.rel.end)] = h.rel
+                other = h.node.ref
+                if other not in hop and depth < cfg.hops and len(hop) < cfg.max_services:
+                    hop[other] = depth + 1
+                    grown.append(other)
+        frontier = grown
     services = sorted(hop, key=lambda r: r.key)
     refs: list[NodeRef] = list(services)
     index: dict[NodeRef, int] = {r: i for i, r in enumerate(refs)}
@@ -243,29 +223,35 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     change_edges: list[tuple[int, int]] = []
     change_at: dict[int, datetime] = {}
     change_kind: dict[int, str] = {}
-    change_horizon = TimeWindow(window.since, window.until)
-    for s_ref in services:
-        s = index[s_ref]
-        for rel in adj.get(s_ref, "INSTANCE_OF", "in"):
-            i = add(rel.start)
-            inst_edges.append((i, s))
-            for hrel in adj.get(rel.start, "RUNS_ON", "out"):
-                host_edges.append((i, add(hrel.end)))
-    for target in list(refs):
-        for rel in adj.get(target, "CHANGED", "in"):
-            change = store.get_node(rel.start)
-            at = change.props.get("at") if change else None
-            if at is None or not change_horizon.contains(at):
-                continue
-            c = add(rel.start)
-            change_at[c] = at
-            change_kind[c] = str(change.props.get("kind") or "change") if change else "change"
-            change_edges.append((c, index[target]))
+    instances: list[NodeRef] = []
+    for h in store.expand(services, "INSTANCE_OF", "in", window):
+        inst_edges.append((add(h.node.ref), index[h.near]))
+        instances.append(h.node.ref)
+    for h in store.expand(instances, "RUNS_ON", "out", window):
+        host_edges.append((index[h.near], add(h.node.ref)))
+    for h in store.expand(list(refs), "CHANGED", "in", window):
+        at = h.node.props.get("at")
+        if at is None:
+            continue
+        c = add(h.node.ref)
+        change_at[c] = at
+        change_kind[c] = str(h.node.props.get("kind") or "change")
+        change_edges.append((c, index[h.near]))
     inst_edges, host_edges, change_edges = sorted(set(inst_edges)), sorted(set(host_edges)), sorted(set(change_edges))
 
+    # 3. Signals of every candidate: anomalies, alerts and log template counts, one read per kind.
     n_slices = max(1, math.ceil((window.until - window.since).total_seconds() / (60 * cfg.slice_minutes)))
     slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
-    signals = [_signals(store, adj, ref, window, slices, cfg, change_at.get(i)) for i, ref in enumerate(refs)]
+    observed = [r for r in refs if r.label != "Change"]
+    anomalies = _by_near(store.expand(observed, "ON", "in", window))
+    alerts = _by_near(store.expand(observed, "FIRED_ON", "in", window))
+    emitted = _by_near(store.expand([r for r in observed if r.label in ("Service", "Instance")], "EMITTED", "out",
+                                    window))
+    signals = [
+        _signals(ref, window, slices, cfg, change_at.get(i), anomalies.get(ref, ()), alerts.get(ref, ()),
+                 emitted.get(ref, ()))
+        for i, ref in enumerate(refs)
+    ]
 
     service_of = [-1] * len(refs)
     for i, ref in enumerate(refs):
@@ -313,8 +299,17 @@ def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> i
     return min(k, n - 1)
 
 
-def _signals(store: GraphStore, adj: _Adjacency, ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
-             change_at: datetime | None) -> NodeSignals:
+def _by_near(hops: list[Hop]) -> dict[NodeRef, list[Hop]]:
+    grouped: dict[NodeRef, list[Hop]] = {}
+    for h in hops:
+        grouped.setdefault(h.near, []).append(h)
+    return grouped
+
+
+def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
+             change_at: datetime | None, anomalies: Sequence[Hop], alerts: Sequence[Hop],
+             emitted: Sequence[Hop]) -> NodeSignals:
+    """Per-slice signals of one candidate from the hops read for it (all already inside the window)."""
     T = len(slices)
     sig = NodeSignals(
         anom=np.zeros((T, N_METRIC_GROUPS)), anom_count=np.zeros(T), log_errors=np.zeros(T), log_total=np.zeros(T),
@@ -324,56 +319,41 @@ def _signals(store: GraphStore, adj: _Adjacency, ref: NodeRef, window: TimeWindo
         if change_at is not None and (k := _slice_of(change_at, window, cfg, T)) is not None:
             sig.changes[k] += 1
         return sig
-    for rel in adj.get(ref, "ON", "in"):
-        seen = rel.props.get("last_seen") or rel.props.get("first_seen")
-        if seen is not None and not window.contains(seen):
-            continue
-        node = store.get_node(rel.start)
-        if node is None:
-            continue
-        at = node.props.get("at") or seen
+    for h in anomalies:
+        at = h.node.props.get("at")
         k = _slice_of(at, window, cfg, T) if at is not None else None
         if k is None:
             continue
-        score = float(node.props.get("score") or 0.0)
-        metric = str(node.props.get("metric", ""))
+        score = float(h.node.props.get("score") or 0.0)
+        metric = str(h.node.props.get("metric", ""))
         g = _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)
         sig.anom[k, g] = max(sig.anom[k, g], score)
         sig.anom_count[k] += 1
         if score >= cfg.anomaly_threshold and (sig.first_anomaly is None or at < sig.first_anomaly):
             sig.first_anomaly = at
         sig.top_anomalies.append({"metric": metric, "at": at.isoformat(), "score": round(score, 2),
-                                  "value": node.props.get("value")})
+                                  "value": h.node.props.get("value")})
     sig.top_anomalies.sort(key=lambda a: -a["score"])
     del sig.top_anomalies[5:]
-    for rel in adj.get(ref, "FIRED_ON", "in"):
-        node = store.get_node(rel.start)
-        at = node.props.get("at") if node else None
+    for h in alerts:
+        at = h.node.props.get("at")
         if at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
             sig.alerts[k] += 1
-    if ref.label in ("Service", "Instance"):
-        first_bucket: dict[str, datetime] = {}
-        in_window: list[tuple[str, datetime, float, float]] = []
-        for rel in adj.get(ref, "EMITTED", "out"):
-            bucket = rel.props.get("bucket")
-            if bucket is None:
-                continue
-            tpl = rel.end.key
-            if tpl not in first_bucket or bucket < first_bucket[tpl]:
-                first_bucket[tpl] = bucket
-            if window.contains(bucket):
-                in_window.append((tpl, bucket, float(rel.props.get("count", 0) or 0),
-                                  float(rel.props.get("errors", 0) or 0)))
-        assert window.since is not None
-        for tpl, bucket, count, errors in in_window:
-            k = _slice_of(bucket, window, cfg, T)
-            if k is None:
-                continue
-            sig.log_total[k] += count
-            sig.log_errors[k] += errors
-            if first_bucket[tpl] >= window.since:  # a template this entity never emitted before the window
-                sig.new_tpl[k] += count
-                sig.new_tpl_errors[k] += errors
+    assert window.since is not None
+    for h in emitted:
+        bucket = h.rel.props.get("bucket")
+        k = _slice_of(bucket, window, cfg, T) if bucket is not None else None
+        if k is None:
+            continue
+        count = float(h.rel.props.get("count", 0) or 0)
+        errors = float(h.rel.props.get("errors", 0) or 0)
+        sig.log_total[k] += count
+        sig.log_errors[k] += errors
+        # A template first seen inside the window (anywhere: templates are mined globally) is new.
+        first = h.node.props.get("first_seen")
+        if first is not None and first >= window.since:
+            sig.new_tpl[k] += count
+            sig.new_tpl_errors[k] += errors
     return sig
 
 

@@ -7,7 +7,7 @@ they are constants that tests read as exact text.
 
 from __future__ import annotations
 
-from schema.graph import NODES, RELS, NodeSpec, RelSpec
+from schema.graph import NODES, RELS, NodeSpec, RelSpec, window_basis
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
@@ -135,6 +135,43 @@ EXPAND = (
     "       e_label, endNode(r)[$label_keys[e_label]] AS e_key,\n"
     "       elementId(m) AS mid, head(labels(m)) AS m_label, properties(m) AS m_props"
 )
+
+def _window_condition(rel_type: str, direction: str) -> str:
+    """The WHERE clause of ``schema.graph.window_basis`` (``$since``/``$until`` may be null: open ends)."""
+    basis, prop = window_basis(rel_type, direction)
+    if basis in ("rel", "far"):
+        at = f"{'r' if basis == 'rel' else 'm'}.{prop}"
+        return f"WHERE ($since IS NULL OR {at} >= $since) AND ($until IS NULL OR {at} < $until)\n"
+    if basis == "interval":
+        return (
+            "WHERE ($since IS NULL OR coalesce(r.last_seen, r.first_seen) IS NULL"
+            " OR coalesce(r.last_seen, r.first_seen) >= $since)\n"
+            "  AND ($until IS NULL OR coalesce(r.first_seen, r.last_seen) IS NULL"
+            " OR coalesce(r.first_seen, r.last_seen) < $until)\n"
+        )
+    return ""
+
+
+def _expand_hops(spec: NodeSpec, rel: RelSpec, direction: str) -> str:
+    arrow = f"-[r:{rel.type}]->" if direction == "out" else f"<-[r:{rel.type}]-"
+    return (
+        "UNWIND $keys AS key\n"
+        f"MATCH (n:{spec.label} {{{spec.key}: key}}){arrow}(m)\n"
+        f"{_window_condition(rel.type, direction)}"
+        "WITH key, r, m, head(labels(m)) AS m_label LIMIT $limit\n"
+        "RETURN key, properties(r) AS props, m_label, properties(m) AS m_props"
+    )
+
+
+#: One read per (label of the near nodes, relationship type, direction): a relationship type followed from
+#: many nodes at once, with the far nodes' properties, filtered by the window rule of the schema.
+EXPAND_HOPS: dict[tuple[str, str, str], str] = {
+    (spec.label, rel.type, direction): _expand_hops(spec, rel, direction)
+    for rel in RELS
+    for direction, labels in (("out", rel.starts), ("in", rel.ends))
+    for spec in NODES
+    if spec.label in labels
+}
 
 #: Retention: event nodes by their time property, in bounded transactions.
 DELETE_OLD_NODES: dict[str, str] = {

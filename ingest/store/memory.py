@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from schema.graph import NODE_SPECS, node_spec, rel_spec
-from schema.store import GraphBatch, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow
+from schema.graph import NODE_SPECS, node_spec, rel_spec, window_basis
+from schema.store import GraphBatch, Hop, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow
 
 _RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
 
@@ -51,6 +52,16 @@ def _order(key: _RelKey, ref: NodeRef) -> tuple[str, str, str, str]:
 def _node_time(label: str, props: dict[str, Any]) -> datetime | None:
     time_prop = NODE_SPECS[label].time_prop
     return props.get(time_prop) if time_prop else None
+
+
+def _hop_in_window(basis: str, prop: str | None, rel: dict[str, Any], far: dict[str, Any], window: TimeWindow) -> bool:
+    """The window rule of ``schema.graph.window_basis`` applied to one relationship and its far node."""
+    if basis == "rel" or basis == "far":
+        at = (rel if basis == "rel" else far).get(prop or "")
+        return at is not None and window.contains(at)
+    if basis == "interval":
+        return window.overlaps(rel.get("first_seen"), rel.get("last_seen"))
+    return True
 
 
 class MemoryGraphStore:
@@ -154,6 +165,33 @@ class MemoryGraphStore:
             chosen = [k for k in keys if direction == "both" or (direction == "out") == (k[1] == ref)]
             chosen.sort(key=lambda k: _order(k, ref))
             return [self._rel(k) for k in chosen]
+
+    def expand(
+        self,
+        refs: Sequence[NodeRef],
+        rel_type: str,
+        direction: str,
+        window: TimeWindow | None = None,
+        limit: int = 200_000,
+    ) -> list[Hop]:
+        if direction not in ("out", "in"):
+            raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
+        basis, prop = window_basis(rel_type, direction)
+        found: list[Hop] = []
+        with self._lock:
+            for ref in dict.fromkeys(refs):  # each node once, in the caller's order
+                keys = self._adjacent.get(ref, {}).get(rel_type, ())
+                for key in sorted(keys, key=lambda k: _order(k, ref)):
+                    if (key[1] == ref) != (direction == "out"):
+                        continue
+                    far = key[2] if direction == "out" else key[1]
+                    props = self._rels[key]
+                    if window is not None and not _hop_in_window(basis, prop, props, self._nodes[far], window):
+                        continue
+                    found.append(Hop(self._rel(key), self._node(far)))
+                    if len(found) >= limit:
+                        return found
+        return found
 
     def neighbourhood(
         self,

@@ -10,7 +10,7 @@ or permanent (:class:`StoreRejected`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from ingest.errors import StoreError, StoreRejected, StoreUnavailable
 from ingest.store import cypher
 from schema.constraints import STATEMENTS
 from schema.graph import NODE_SPECS, node_spec, rel_spec
-from schema.store import GraphBatch, Node, NodeRef, Rel, Subgraph, TimeWindow
+from schema.store import GraphBatch, Hop, Node, NodeRef, Rel, Subgraph, TimeWindow
 
 T = TypeVar("T")
 
@@ -185,6 +185,40 @@ class Neo4jGraphStore:
             start, end = (ref, other) if r["outgoing"] else (other, ref)
             rels.append(Rel(r["type"], start, end, _native_props(r["props"])))
         return rels
+
+    def expand(
+        self,
+        refs: Sequence[NodeRef],
+        rel_type: str,
+        direction: str,
+        window: TimeWindow | None = None,
+        limit: int = 200_000,
+    ) -> list[Hop]:
+        if direction not in ("out", "in"):
+            raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
+        rel_spec(rel_type)
+        window = window or TimeWindow()
+        by_label: dict[str, list[str]] = {}
+        for ref in dict.fromkeys(refs):
+            by_label.setdefault(ref.label, []).append(ref.key)
+        hops: list[Hop] = []
+        for label, keys in by_label.items():
+            statement = cypher.EXPAND_HOPS.get((label, rel_type, direction))
+            if statement is None:  # the type never touches this label on that side
+                continue
+            records = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
+                                 limit=limit - len(hops))
+            for r in records:
+                near = NodeRef(label, r["key"])
+                m_label = r["m_label"]
+                m_props = _native_props(r["m_props"])
+                far = NodeRef(m_label, m_props[NODE_SPECS[m_label].key])
+                start, end = (near, far) if direction == "out" else (far, near)
+                hops.append(Hop(Rel(rel_type, start, end, _native_props(r["props"])),
+                                Node(m_label, far.key, self._strip_key(m_label, m_props))))
+            if len(hops) >= limit:
+                break
+        return hops
 
     def neighbourhood(
         self,

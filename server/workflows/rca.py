@@ -107,7 +107,7 @@ def scenario_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig) -> 
     examples: list[Example] = []
     missing = 0
     for case in scenario.cases:
-        anchor, window = case_anchor(case)
+        anchor, window = case_anchor(case, store, features)
         graph = extract_incident(store, anchor, window, features)
         truth = case["root_cause"]
         target = graph.index(truth["kind"], truth["name"]) if isinstance(graph, IncidentGraph) else None

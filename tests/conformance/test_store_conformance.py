@@ -110,6 +110,34 @@ def test_relationships_of_a_node_by_direction_and_type(store: GraphStore) -> Non
     assert len(store.rels_of(checkout)) == 2
 
 
+def test_expand_follows_one_type_from_many_nodes_with_the_schema_window_rule(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    b = BatchBuilder()
+    pay, co = b.node("Service", "payments"), b.node("Service", "checkout")
+    for i, at in enumerate((T0 - timedelta(hours=1), T0, T0 + timedelta(minutes=3))):
+        b.rel("ON", b.node("Anomaly", f"an{i}", {"at": at, "score": float(i)}), pay)  # far node's time
+        b.rel("EMITTED", co, b.node("LogTemplate", "T1", seen=at), key={"bucket": at}, add={"count": i + 1},
+              seen=at)  # the relationship's own time
+    store.write(b.build())
+    window = TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=5))
+    services = [NodeRef("Service", n) for n in ("payments", "checkout", "ghost")]
+
+    anomalies = store.expand(services, "ON", "in", window)
+    assert sorted((h.near.key, h.node.key, h.node.props["score"]) for h in anomalies) == [
+        ("payments", "an1", 1.0), ("payments", "an2", 2.0)]
+    emitted = store.expand(services, "EMITTED", "out", window)
+    assert sorted((h.near.key, h.rel.props["count"], h.node.props["first_seen"]) for h in emitted) == [
+        ("checkout", 2, T0 - timedelta(hours=1)), ("checkout", 3, T0 - timedelta(hours=1))]
+    assert len(store.expand(services, "EMITTED", "out")) == 3  # no window: everything
+    callers = store.expand(services, "CALLS", "in", window)  # first/last_seen interval
+    assert sorted((h.rel.start.key, h.rel.end.key, h.rel.props["calls"]) for h in callers) == [
+        ("checkout", "payments", 2), ("frontend", "checkout", 3)]
+    assert store.expand(services, "CALLS", "in", TimeWindow(T0 + timedelta(hours=1), None)) == []
+    hosts = store.expand([NodeRef("Instance", "payments-0")], "RUNS_ON", "out", window)
+    assert [(h.rel.start.key, h.node.ref) for h in hosts] == [("payments-0", NodeRef("Host", "node-1"))]
+    assert len(store.expand(services, "ON", "in", limit=2)) == 2
+
+
 def test_neighbourhood_by_hops_and_window(store: GraphStore) -> None:
     store.write(_topology(T0))
     late = BatchBuilder()
