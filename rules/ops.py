@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -160,6 +160,23 @@ class AlertGroup:
         return bool(self.firings)
 
 
+def joins_group(services: set[str], first_at: datetime, service: str, at: datetime, neighbours: set[str],
+                cfg: OpsRulesConfig) -> bool:
+    """Whether an alert on ``service`` at ``at`` belongs to a group: its service, or one it calls or is called
+    by (``neighbours``), is already in the group, and it starts within the storm window of the group's first
+    alert (either side: streams deliver slightly out of order). Used by the batch grouping below and by the
+    streaming incident detector alike."""
+    near = service in services or not neighbours.isdisjoint(services)
+    return near and abs((at - first_at).total_seconds()) / 60 <= cfg.storm_window_minutes
+
+
+def group_fact(group: int | str, alerts: Sequence[str], services: set[str], first_at: datetime,
+               last_at: datetime) -> dict[str, Any]:
+    """The fact the ``alert_storm`` rule sees for one group of alerts."""
+    return {"group": group, "alerts": len(alerts), "services": len(services),
+            "span_minutes": round((last_at - first_at).total_seconds() / 60, 2), "first_alert": alerts[0]}
+
+
 def group_alerts(alerts: Iterable[tuple[str, str, datetime]], calls: Iterable[tuple[str, str]],
                  engine: RulesEngine, cfg: OpsRulesConfig) -> list[AlertGroup]:
     """Group ``(fingerprint, service, at)`` alerts whose services are connected by ``calls`` (undirected)
@@ -172,25 +189,17 @@ def group_alerts(alerts: Iterable[tuple[str, str, datetime]], calls: Iterable[tu
         neighbours.setdefault(b, set()).add(a)
     groups: list[list[tuple[str, str, datetime]]] = []
     for alert in alerts:
-        home = None
-        for g in groups:
-            near = any(alert[1] == s or alert[1] in neighbours.get(s, ()) for _, s, _ in g)
-            if near and (alert[2] - g[0][2]).total_seconds() / 60 <= cfg.storm_window_minutes:
-                home = g
-                break
+        home = next((g for g in groups if joins_group({s for _, s, _ in g}, g[0][2], alert[1], alert[2],
+                                                      neighbours.get(alert[1], set()), cfg)), None)
         if home is None:
             groups.append([alert])
         else:
             home.append(alert)
-    facts = []
-    for k, g in enumerate(groups):
-        facts.append({
-            "group": k, "alerts": len(g), "services": len({s for _, s, _ in g}),
-            "span_minutes": round((g[-1][2] - g[0][2]).total_seconds() / 60, 2), "first_alert": g[0][0],
-        })
+    facts = [group_fact(k, [a for a, _, _ in g], {s for _, s, _ in g}, g[0][2], g[-1][2])
+             for k, g in enumerate(groups)]
     register_ops_rules(engine, cfg)
     firings = engine.evaluate_many(storm_ruleset(cfg).name, facts) if facts else []
     return [
         AlertGroup(tuple(a for a, _, _ in g), tuple(sorted({s for _, s, _ in g})), g[0][2], g[-1][2], tuple(f))
-        for g, f in zip(groups, firings)
+        for g, f in zip(groups, firings, strict=True)
     ]

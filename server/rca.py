@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gnn.rca.engine import METHODS, Candidate, RcaEngine, RcaResult
 from schema.findings import EntityRef, Evidence
 from schema.proto.sleuth.v1 import sleuth_pb2 as pb
-from schema.store import NodeRef
 from server.services import RootCauseQuery
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 def evidence_of(item: Any, method: str) -> Evidence:
@@ -71,9 +73,11 @@ class RcaAnalyzer:
         if anchor.label == "Incident":
             # An incident is analysed from the alerts it groups (the first one anchors the subgraph).
             incident_id = anchor.key
-            alerts = self._engine.store.rels_of(anchor, "GROUPS", "out")
+            alerts = self._engine.store.expand([anchor], "GROUPS", "out", limit=10_000)
             if not alerts:
                 return pb.AnalyzeResponse(incident_id=incident_id, explanation="the incident groups no alerts")
-            anchor = NodeRef("Alert", alerts[0].end.key)
+            # Its first alert, as the incident detector analyses it.
+            first = min(alerts, key=lambda h: (h.node.props.get("at") or _NEVER, h.node.key))
+            anchor = first.node.ref
         result = self._engine.analyze(anchor, query.window, query.top_k, method=query.method or None)
         return result_to_pb(result, incident_id)

@@ -503,7 +503,7 @@ class _Simulation:
 
     def emit_minute(self, t: int, L: np.ndarray, E: np.ndarray, load: np.ndarray, own_lat: np.ndarray,
                     own_err: np.ndarray, inst_lat: np.ndarray, inst_err: np.ndarray, down: np.ndarray) -> None:
-        cfg, topo, nrng, rng, ids = self.cfg, self.topo, self.nrng, self.rng, self.ids
+        cfg, topo, nrng, ids = self.cfg, self.topo, self.nrng, self.ids
         noise = cfg.metric_noise
         at = self.at(t)
 
