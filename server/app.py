@@ -2,6 +2,8 @@
 
 ``create_server`` builds and binds (port 0 picks a free port, for tests) and returns ``(server, port)``;
 ``serve`` runs it until cancelled, with graceful shutdown (health NOT_SERVING first, then drain).
+With :class:`TlsFiles` in the parts the port speaks TLS only (and requires a client certificate when a
+client CA is given).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -109,6 +111,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(timed, handler.request_deserializer, handler.response_serializer)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM contents (not paths) for a TLS port; ``client_ca`` set means mutual TLS."""
+
+    cert_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.private_key, self.cert_chain)],
+                                           root_certificates=self.client_ca,
+                                           require_client_auth=self.client_ca is not None)
+
+
 @dataclass
 class ServerParts:
     """What the servicers need, injected."""
@@ -117,8 +133,9 @@ class ServerParts:
     hub: FindingHub
     scorer: TransactionScorer
     analyzer: RootCauseAnalyzer | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     max_message_bytes: int = 4 * 1024 * 1024
+    tls: TlsFiles | None = None
 
 
 async def create_server(parts: ServerParts, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.aio.Server, int,
@@ -141,9 +158,14 @@ async def create_server(parts: ServerParts, host: str = "127.0.0.1", port: int =
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    try:
+        bound = (server.add_secure_port(address, parts.tls.credentials()) if parts.tls is not None
+                 else server.add_insecure_port(address))
+    except RuntimeError as exc:  # grpc raises RuntimeError when the address is taken
+        raise OSError(f"cannot bind gRPC to {address}: {exc}") from exc
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+        raise OSError(f"cannot bind gRPC to {address}")
     for name in ("", *SERVICE_NAMES):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health

@@ -21,6 +21,7 @@ from ingest.bus import BusDeadLetters, BusFindings, InProcessBus
 from ingest.decode import DecodeLimits
 from ingest.detectors import BasicRuleDetector, FraudRingDetector
 from ingest.enrich.metrics import MetricAnomalyScorer
+from ingest.incidents import IncidentConfig, IncidentDetector
 from ingest.logs.templates import FileTemplateState, LogTemplateMiner
 from ingest.mapping import EventMapper
 from ingest.metrics import PipelineMetrics, default_metrics
@@ -30,10 +31,11 @@ from ingest.store.memory import MemoryGraphStore
 from rules.basic import BasicRulesConfig
 from rules.engine import RulesEngine
 from schema.store import GraphStore
-from server.app import ServerParts, create_server, shutdown
+from server.app import ServerParts, TlsFiles, create_server, shutdown
 from server.hub import FanOut, FindingHub
 from server.rca import RcaAnalyzer
 from server.settings import Settings
+from server.webhook import AlertSink, BusAlertSink, ProducerAlertSink, WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,17 @@ def build_mapper(settings: Settings, persistent: bool) -> EventMapper:
     return EventMapper(miner, MetricAnomalyScorer(settings.metrics_scorer), settings.mapping)
 
 
-def build_detectors(settings: Settings, engine: RulesEngine) -> list[Detector]:
-    """Every detector that runs on each batch: the basic rules and the fraud detector (rings, risk)."""
+def build_detectors(settings: Settings, engine: RulesEngine, store: GraphStore) -> list[Detector]:
+    """Every detector that runs on each batch: the basic rules, the fraud detector (rings, risk) and the
+    incident detector (alerts grouped into incidents, root causes written back)."""
     checkpoint = Path(settings.fraud_checkpoint)
     if not checkpoint.is_file():
         log.warning("no fraud checkpoint at %s: transactions are scored by rules and the matcher only", checkpoint)
     fraud = load_detector(checkpoint if checkpoint.is_file() else None)
+    incidents = IncidentDetector(build_rca_engine(store, settings, engine),
+                                 IncidentConfig(settle_s=settings.incidents.settle_s, top_k=settings.incidents.top_k))
     return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount)),
-            FraudRingDetector(fraud)]
+            FraudRingDetector(fraud), incidents]
 
 
 @dataclass
@@ -83,6 +88,10 @@ class Host:
     thread: threading.Thread | None = None
     bus: InProcessBus | None = None
     extra_sinks: list[object] = field(default_factory=list)
+    #: The Kafka producer (Kafka mode), shared by the sinks and the webhook.
+    producer: object | None = None
+    #: The Alertmanager webhook while :func:`serve_grpc` runs (None when turned off).
+    webhook: WebhookServer | None = None
 
     def start(self) -> None:
         """Run the pipeline in a background thread."""
@@ -107,10 +116,44 @@ class Host:
         token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
         scorer = next(d for d in self.detectors if isinstance(d, FraudRingDetector))
         return ServerParts(self.store, self.hub, scorer=scorer, analyzer=build_analyzer(self.store, settings),
-                           token=token, max_message_bytes=settings.grpc.max_message_bytes)
+                           token=token, max_message_bytes=settings.grpc.max_message_bytes, tls=tls_files(settings))
+
+    def alert_sink(self, settings: Settings) -> AlertSink:
+        """Where webhook alerts go: the alerts topic, on the in-process bus or through the Kafka producer."""
+        topic = settings.kafka.topics.for_event_type("alert")
+        if self.bus is not None:
+            return BusAlertSink(self.bus, topic)
+        if self.producer is None:
+            raise RuntimeError("this host has neither a bus nor a Kafka producer for webhook alerts")
+        return ProducerAlertSink(self.producer, topic, settings.webhook.ack_timeout_s)
 
 
-def build_analyzer(store: GraphStore, settings: Settings) -> RcaAnalyzer:
+def tls_files(settings: Settings) -> TlsFiles | None:
+    """The gRPC TLS material read from the configured files, or None for plaintext."""
+    grpc = settings.grpc
+    if grpc.tls_cert is None or grpc.tls_key is None:
+        return None
+    return TlsFiles(Path(grpc.tls_cert).read_bytes(), Path(grpc.tls_key).read_bytes(),
+                    Path(grpc.tls_client_ca).read_bytes() if grpc.tls_client_ca else None)
+
+
+def build_webhook(host: Host, settings: Settings, port: int | None = None) -> WebhookServer | None:
+    """The Alertmanager webhook for ``host`` (bound, not started); None when its port is 0.
+
+    Its token is ``webhook.token``, or the gRPC token when only that one is set.
+    """
+    port = settings.webhook.port if port is None else port
+    if not port:
+        return None
+    secret = settings.webhook.token or settings.grpc.token
+    return WebhookServer(host.alert_sink(settings), settings.webhook.host, port, settings.webhook.path,
+                         token=secret.get_secret_value() if secret else None,
+                         max_body_bytes=settings.webhook.max_body_bytes,
+                         limits=DecodeLimits(settings.webhook.max_body_bytes,
+                                             timedelta(seconds=settings.max_future_seconds)))
+
+
+def build_rca_engine(store: GraphStore, settings: Settings, rules: RulesEngine | None = None) -> RcaEngine:
     """The RCA engine over ``store`` with the shipped (or configured) checkpoint; rules only without one."""
     model, config = None, RcaConfig()
     checkpoint = Path(settings.rca_checkpoint)
@@ -119,7 +162,12 @@ def build_analyzer(store: GraphStore, settings: Settings) -> RcaAnalyzer:
         config = RcaConfig(features=features, rules_weight=weight)
     else:
         log.warning("no RCA checkpoint at %s: root causes are ranked by rules and anomaly scores", checkpoint)
-    return RcaAnalyzer(RcaEngine(store, model, RulesEngine(), config))
+    return RcaEngine(store, model, rules or RulesEngine(), config)
+
+
+def build_analyzer(store: GraphStore, settings: Settings) -> RcaAnalyzer:
+    """The gRPC root-cause analyzer over ``store`` (see :func:`build_rca_engine`)."""
+    return RcaAnalyzer(build_rca_engine(store, settings))
 
 
 def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = None) -> Host:
@@ -129,7 +177,7 @@ def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = No
     store = build_store(settings, embedded=True)
     hub = FindingHub()
     engine = RulesEngine()
-    detectors = build_detectors(settings, engine)
+    detectors = build_detectors(settings, engine, store)
     pipeline = Pipeline(
         store, build_mapper(settings, persistent=False), detectors,
         dead_letters=BusDeadLetters(bus, topics.dlq),
@@ -158,10 +206,10 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
     topics = settings.kafka.topics
     ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
     store = build_store(settings, embedded=embedded_store)
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
     hub = FindingHub()
     engine = RulesEngine()
-    detectors = build_detectors(settings, engine)
+    detectors = build_detectors(settings, engine, store)
     pipeline = Pipeline(
         store, build_mapper(settings, persistent=True), detectors,
         dead_letters=KafkaDeadLetters(producer, topics.dlq),
@@ -169,11 +217,12 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
         limits=_limits(settings),
         metrics=metrics or default_metrics(),
     )
-    consumer = make_consumer(settings.kafka_bootstrap, settings.kafka.group_id,
-                             max_poll_records=settings.kafka.batch_max_records)
+    consumer = make_consumer(settings.kafka_bootstrap, settings.kafka.group_id, client_id=settings.kafka.client_id,
+                             max_poll_records=settings.kafka.batch_max_records,
+                             session_timeout_ms=settings.kafka.session_timeout_ms)
     source: RecordSource = KafkaSource(consumer, topics.inputs(), on_rebalance=pipeline.forget_partitions)
     runner = PipelineRunner(source, pipeline, _runner_config(settings))
-    return Host(store, pipeline, runner, hub, detectors, extra_sinks=[producer])
+    return Host(store, pipeline, runner, hub, detectors, extra_sinks=[producer], producer=producer)
 
 
 def _limits(settings: Settings) -> DecodeLimits:
@@ -185,15 +234,32 @@ def _runner_config(settings: Settings) -> RunnerConfig:
 
 
 async def serve_grpc(host: Host, settings: Settings, stop: asyncio.Event, port: int | None = None,
-                     on_ready: Sequence[object] = ()) -> None:
-    """Serve gRPC for ``host`` until ``stop`` is set, then shut down gracefully."""
+                     on_ready: Sequence[object] = (), webhook_port: int | None = None) -> None:
+    """Serve gRPC and the Alertmanager webhook for ``host`` until ``stop`` is set, then shut down gracefully.
+
+    Shutdown: health turns NOT_SERVING, the webhook stops accepting and finishes the requests in flight
+    (each answered after its alerts were acknowledged), and gRPC calls in flight get a grace period.
+    """
     server, bound, health = await create_server(host.server_parts(settings), settings.grpc.host,
                                                 settings.grpc.port if port is None else port)
+    try:
+        webhook = build_webhook(host, settings, webhook_port)
+    except BaseException:
+        await server.stop(None)
+        raise
     await server.start()
-    log.info("gRPC listening on %s:%d", settings.grpc.host, bound)
+    log.info("gRPC listening on %s:%d%s", settings.grpc.host, bound, " (TLS)" if settings.grpc.tls_cert else "")
+    if webhook is not None:
+        webhook.start()
+        host.webhook = webhook
+        log.info("Alertmanager webhook listening on %s", webhook.url)
     for callback in on_ready:
         callback(bound)  # type: ignore[operator]
     try:
         await stop.wait()
     finally:
-        await shutdown(server, health)
+        if webhook is not None:
+            await asyncio.gather(shutdown(server, health), asyncio.to_thread(webhook.stop))
+            host.webhook = None
+        else:
+            await shutdown(server, health)

@@ -2,8 +2,9 @@
 
 Sources, highest priority first: command-line flags (applied by the CLI), environment variables
 (``SLEUTH_...``; nested groups with ``__``, e.g. ``SLEUTH_RULES__LARGE_AMOUNT=5000``), secret files
-(``SLEUTH_SECRETS_DIR``, one file per secret named like the variable, e.g. ``neo4j_password``), the
-services file written by ``scripts/services up`` (``.services/env``), defaults.
+(``SLEUTH_SECRETS_DIR``, one file per secret named like the variable, e.g. ``sleuth_neo4j_password``; a
+nested group is one JSON file such as ``sleuth_grpc``), the services file written by ``scripts/services up``
+(``.services/env``), defaults.
 
 Secrets are ``SecretStr``: they print as ``**********`` and are never logged.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.enrich.metrics import MetricScorerConfig
@@ -56,6 +57,8 @@ class KafkaSettings(BaseModel):
     """Consumer and producer tuning."""
 
     group_id: str = "sleuthgraph"
+    #: Names this worker's Kafka clients (shown in group descriptions and broker logs).
+    client_id: str = "sleuth"
     topics: Topics = Field(default_factory=Topics)
     partitions: int = 4
     #: A micro-batch per partition closes at this many records or this age, whichever comes first.
@@ -65,6 +68,9 @@ class KafkaSettings(BaseModel):
     max_record_bytes: int = 1_048_576
     #: Pause fetching when this many decoded records wait for the store.
     max_buffered_records: int = 50_000
+    #: A worker that stops heartbeating for this long leaves the group and its partitions move to the
+    #: others (the client's default; lower it for faster failover, the broker allows 6000 or more).
+    session_timeout_ms: int = 45_000
 
 
 class RulesSettings(BaseModel):
@@ -74,6 +80,15 @@ class RulesSettings(BaseModel):
     anomaly_score: float = 6.0
 
 
+class IncidentSettings(BaseModel):
+    """Incidents from streaming alerts (``ingest.incidents``)."""
+
+    #: Analyse an incident once event time is this many seconds past its newest alert.
+    settle_s: float = 60.0
+    #: Root-cause candidates written back per incident.
+    top_k: int = 5
+
+
 class GrpcSettings(BaseModel):
     """The gRPC server."""
 
@@ -81,6 +96,34 @@ class GrpcSettings(BaseModel):
     port: int = 50051
     token: SecretStr | None = None
     max_message_bytes: int = 4 * 1024 * 1024
+    #: TLS: PEM certificate chain and private key; both set means the port speaks TLS only.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: mTLS: PEM bundle of the CAs that sign client certificates; set means a client certificate is required.
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> GrpcSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("grpc.tls_cert and grpc.tls_key go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("grpc.tls_client_ca needs grpc.tls_cert and grpc.tls_key (mTLS is TLS first)")
+        return self
+
+
+class WebhookSettings(BaseModel):
+    """The Alertmanager-compatible HTTP endpoint (webhook_config v4 payloads) of ``sleuth serve`` and ``demo``."""
+
+    host: str = "127.0.0.1"
+    #: 0 turns the endpoint off.
+    port: int = 9095
+    path: str = "/api/v1/alerts/alertmanager"
+    #: Required as ``Authorization: Bearer <token>``; when unset, the gRPC token (if any) is required instead.
+    token: SecretStr | None = None
+    #: Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: How long a request waits for the broker to acknowledge its alerts before answering 503.
+    ack_timeout_s: float = 30.0
 
 
 class Settings(BaseSettings):
@@ -115,7 +158,9 @@ class Settings(BaseSettings):
     fraud_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "fraud.pt"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
     metrics_scorer: MetricScorerConfig = Field(default_factory=MetricScorerConfig)
 

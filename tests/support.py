@@ -35,7 +35,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SLEUTH_STATE_DIR=str(settings.state_dir), SLEUTH_KAFKA__GROUP_ID=settings.kafka.group_id,
         SLEUTH_KAFKA__PARTITIONS=str(settings.kafka.partitions),
         SLEUTH_KAFKA__BATCH_MAX_MS=str(settings.kafka.batch_max_ms), SLEUTH_GRPC__PORT="0", SLEUTH_METRICS_PORT="0",
-        PYTHONUNBUFFERED="1",
+        SLEUTH_WEBHOOK__PORT="0", PYTHONUNBUFFERED="1",
     )
     for name, value in settings.kafka.topics.model_dump().items():
         env[f"SLEUTH_KAFKA__TOPICS__{name.upper()}"] = value
