@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import neo4j
@@ -56,9 +56,16 @@ def _translated(action: str) -> Iterator[None]:
 
 
 def _native(value: Any) -> Any:
-    """Driver temporal types -> Python datetimes, so both back ends return the same values."""
+    """Driver temporal types -> Python datetimes, so both back ends return the same values.
+
+    Aware times come back in the fixed UTC offset: the driver's own ``UTC`` is a *named* zone, and Neo4j
+    orders a named-zone DATETIME after an offset one at the same instant, so a time read back and passed
+    again as a window bound would silently drop the rows exactly at the bound."""
     if hasattr(value, "to_native"):
-        return value.to_native()
+        native = value.to_native()
+        if isinstance(native, datetime) and native.tzinfo is not None:
+            return native.astimezone(UTC)
+        return native
     if isinstance(value, list):
         return [_native(v) for v in value]
     return value

@@ -99,6 +99,16 @@ def test_find_nodes_by_window_and_properties_newest_first(store: GraphStore) -> 
     assert [n.key for n in store.find_nodes("Transaction", limit=2)] == ["tx4", "tx3"]
 
 
+def test_a_time_read_back_is_a_window_bound_that_includes_its_own_node(store: GraphStore) -> None:
+    b = BatchBuilder()
+    b.node("Transaction", "tx0", {"at": T0})
+    store.write(b.build())
+    at = store.get_node(NodeRef("Transaction", "tx0")).props["at"]
+    assert at == T0 and at.utcoffset() == timedelta(0)
+    assert [n.key for n in store.find_nodes("Transaction", TimeWindow(at, at + timedelta(seconds=1)))] == ["tx0"]
+    assert store.find_nodes("Transaction", TimeWindow(at - timedelta(seconds=1), at)) == []
+
+
 def test_relationships_of_a_node_by_direction_and_type(store: GraphStore) -> None:
     store.write(_topology(T0))
     checkout = NodeRef("Service", "checkout")
