@@ -29,8 +29,49 @@ def _settings(args: argparse.Namespace) -> Settings:
 # -- demo / serve ---------------------------------------------------------------------------------
 
 
+class DemoView:
+    """The demo's live terminal view: incidents and rings in full as they appear, other findings counted,
+    and a status line every few seconds."""
+
+    #: Finding kinds printed in full; the others print their first few and are then only counted.
+    FULL = ("incident", "fraud_ring")
+    SAMPLE = 3
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seen: set[str] = set()
+        self.counts: dict[str, int] = {}
+        self.fed: dict[str, int] = {}
+
+    def _stamp(self) -> str:
+        return f"[{time.monotonic() - self.started:6.1f}s]"
+
+    def show(self, outcome: object) -> None:
+        """Print the new findings of a batch outcome (called on the pipeline thread)."""
+        for finding in getattr(outcome, "findings", []):
+            if finding.id in self.seen:
+                continue
+            self.seen.add(finding.id)
+            self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
+            if finding.kind in self.FULL or self.counts[finding.kind] <= self.SAMPLE:
+                print(f"{self._stamp()} {finding.kind:<18} {finding.score:.2f}  {finding.title}", flush=True)
+                if finding.kind in self.FULL and finding.evidence:
+                    print(f"{'':10} {finding.evidence[0].summary}"[:160], flush=True)
+
+    def summary(self) -> str:
+        return ", ".join(f"{kind} {n}" for kind, n in sorted(self.counts.items())) or "none yet"
+
+    async def tick(self, stop: asyncio.Event, every_s: float = 10.0) -> None:
+        """A status line every ``every_s`` seconds until ``stop``."""
+        while not stop.is_set():
+            await asyncio.sleep(every_s)
+            fed = ", ".join(f"{name} {n}" for name, n in self.fed.items())
+            print(f"{self._stamp()} -- events fed: {fed}; findings: {self.summary()}", flush=True)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the whole pipeline in one process on a built-in event stream and show what it finds."""
+    from ingest.simulate.demo import demo_streams
     from ingest.simulate.starter import starter_events
     from server.host import build_embedded_host, build_kafka_host, serve_grpc
 
@@ -57,16 +98,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     host.start()
-    printed: set[str] = set()
-
-    def show(outcome: object) -> None:
-        for finding in getattr(outcome, "findings", []):
-            if finding.id not in printed:
-                printed.add(finding.id)
-                print(f"[{time.monotonic() - started:6.1f}s] {finding.kind:<18} {finding.score:.2f}  {finding.title}",
-                      flush=True)
-
-    host.runner.on_outcome = show
+    view = DemoView(started)
+    host.runner.on_outcome = view.show
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -77,23 +110,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         def ready(port: int) -> None:
             print(f"sleuthgraph demo: gRPC on {settings.grpc.host}:{port} "
                   f"(health, reflection, sleuth.v1.RootCause/Fraud/Findings); Ctrl-C stops", flush=True)
+            if host.webhook is not None:
+                print(f"sleuthgraph demo: Alertmanager webhook on {host.webhook.url}", flush=True)
 
-        server_task = asyncio.create_task(serve_grpc(host, settings, stop, args.port, [ready]))
-        for event in starter_events(seed=args.seed, large_amount=settings.rules.large_amount):
-            feed(settings.kafka.topics.for_event_type(event.type), event.model_dump_json().encode(),  # type: ignore[attr-defined]
-                 partition_key(event).encode())
-        if args.kafka:
-            producer.flush()
+        server_task = asyncio.create_task(serve_grpc(host, settings, stop, args.port, [ready],
+                                                     webhook_port=args.webhook_port))
+        def play(name: str, events: list) -> None:
+            for event in events:
+                feed(settings.kafka.topics.for_event_type(event.type), event.model_dump_json().encode(),
+                     partition_key(event).encode())
+                view.fed[name] = view.fed.get(name, 0) + 1
+            if args.kafka:
+                producer.flush()
+
+        # The starter stream first (findings within seconds), then both simulators side by side.
+        await asyncio.to_thread(play, "starter", starter_events(seed=args.seed,
+                                                                large_amount=settings.rules.large_amount))
+        streams = await asyncio.to_thread(demo_streams, args.seed)
+        players = [asyncio.create_task(asyncio.to_thread(play, name, events)) for name, events in streams.items()]
+        ticker = asyncio.create_task(view.tick(stop))
         if args.duration:
             loop.call_later(args.duration, stop.set)
         await server_task
+        ticker.cancel()
+        for player in players:
+            player.cancel()
 
     try:
         asyncio.run(main())
     finally:
         host.stop()
-    print(f"{len(printed)} findings; graph: " + ", ".join(
-        f"{label}={host.store.count(label)}" for label in ("Service", "Transaction", "Account", "Finding")))
+    print(f"{sum(view.counts.values())} findings ({view.summary()}); graph: " + ", ".join(
+        f"{label}={host.store.count(label)}" for label in ("Service", "Incident", "Account", "FraudRing", "Finding")))
     return 0
 
 
@@ -120,8 +168,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve_grpc(host, settings, stop, args.port,
-                         [lambda port: print(f"sleuth serve: gRPC on port {port}", flush=True)])
+        def ready(port: int) -> None:
+            print(f"sleuth serve: gRPC on port {port}", flush=True)
+            if host.webhook is not None:
+                print(f"sleuth serve: Alertmanager webhook on port {host.webhook.port} ({host.webhook.url})",
+                      flush=True)
+
+        await serve_grpc(host, settings, stop, args.port, [ready], webhook_port=args.webhook_port)
 
     try:
         asyncio.run(main())
@@ -152,7 +205,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     store = build_store(settings, embedded=not args.neo4j)
-    pipeline = Pipeline(store, build_mapper(settings, persistent=args.neo4j), build_detectors(settings, RulesEngine()))
+    detectors = build_detectors(settings, RulesEngine(), store)
+    pipeline = Pipeline(store, build_mapper(settings, persistent=args.neo4j), detectors)
     path = Path(args.file)
     started = time.perf_counter()
     totals = {"records": 0, "written": 0, "skipped": 0, "rejected": 0, "findings": 0}
@@ -372,9 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--neo4j", action="store_true", help="use the configured Neo4j instead of the in-memory store")
     p.add_argument("--kafka", action="store_true", help="use the configured Kafka instead of the in-process bus")
+    p.add_argument("--webhook-port", type=int, default=None,
+                   help="Alertmanager webhook port (default: SLEUTH_WEBHOOK__PORT or 9095; 0 turns it off)")
 
     p = command("serve", cmd_serve, "consume Kafka into Neo4j, detect, and serve gRPC")
     p.add_argument("--port", type=int, default=None, help="gRPC port (default: SLEUTH_GRPC__PORT or 50051)")
+    p.add_argument("--webhook-port", type=int, default=None,
+                   help="Alertmanager webhook port (default: SLEUTH_WEBHOOK__PORT or 9095; 0 turns it off)")
 
     p = command("replay", cmd_replay, "load a JSONL file of events into the embedded store or Neo4j")
     p.add_argument("file")
@@ -411,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("schema", cmd_schema, "graph schema: apply constraints, export JSON Schemas, print DDL")
     p.add_argument("action", choices=["apply", "export", "ddl"])
     p.add_argument("--dir", help="output folder for export (default: schema/json)")
+
+    # The investigator kit: queries, query, explain, rca (server/investigate/commands.py).
+    from server.investigate.commands import add_investigator_commands
+
+    add_investigator_commands(command)
     return parser
 
 
