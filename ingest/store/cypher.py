@@ -7,7 +7,7 @@ they are constants that tests read as exact text.
 
 from __future__ import annotations
 
-from schema.graph import NODES, RELS, NodeSpec, RelSpec, window_basis
+from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec, window_basis
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
@@ -152,6 +152,10 @@ def _window_condition(rel_type: str, direction: str) -> str:
     return ""
 
 
+#: Property names that hold DATETIMEs anywhere in the schema (see :func:`_flat_props`).
+TIME_KEYS: list[str] = sorted({*TIME_PROPS, "first_seen", "last_seen"})
+
+
 def _expand_hops(spec: NodeSpec, rel: RelSpec, direction: str) -> str:
     arrow = f"-[r:{rel.type}]->" if direction == "out" else f"<-[r:{rel.type}]-"
     return (
@@ -159,8 +163,15 @@ def _expand_hops(spec: NodeSpec, rel: RelSpec, direction: str) -> str:
         f"MATCH (n:{spec.label} {{{spec.key}: key}}){arrow}(m)\n"
         f"{_window_condition(rel.type, direction)}"
         "WITH key, r, m, head(labels(m)) AS m_label LIMIT $limit\n"
-        "RETURN key, properties(r) AS props, m_label, properties(m) AS m_props"
+        f"RETURN key, {_flat_props('r')} AS props, m_label, {_flat_props('m')} AS m_props"
     )
+
+
+def _flat_props(var: str) -> str:
+    """Properties as ``[name, value]`` pairs, times as ``[name, epochSeconds, nanosecond]``: the driver turns
+    each DATETIME into a Python object in pure Python (about 0.15 ms apiece), which dominated wide reads."""
+    return (f"[k IN keys({var}) | CASE WHEN k IN $time_keys THEN [k, {var}[k].epochSeconds, {var}[k].nanosecond] "
+            f"ELSE [k, {var}[k]] END]")
 
 
 #: One read per (label of the near nodes, relationship type, direction): a relationship type followed from

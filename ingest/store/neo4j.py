@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import neo4j
@@ -69,6 +69,20 @@ def _native(value: Any) -> Any:
     if isinstance(value, list):
         return [_native(v) for v in value]
     return value
+
+
+def _from_pairs(pairs: list[list[Any]]) -> dict[str, Any]:
+    """Properties read as pairs by ``cypher._flat_props``: ``[name, value]``, or ``[name, seconds, nanos]``."""
+    props: dict[str, Any] = {}
+    for item in pairs:
+        if len(item) == 3:
+            props[item[0]] = _EPOCH + timedelta(seconds=item[1], microseconds=item[2] // 1000)
+        else:
+            props[item[0]] = _native(item[1])
+    return props
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _native_props(props: dict[str, Any]) -> dict[str, Any]:
@@ -214,14 +228,14 @@ class Neo4jGraphStore:
             if statement is None:  # the type never touches this label on that side
                 continue
             records = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
-                                 limit=limit - len(hops))
+                                 limit=limit - len(hops), time_keys=cypher.TIME_KEYS)
             for r in records:
                 near = NodeRef(label, r["key"])
                 m_label = r["m_label"]
-                m_props = _native_props(r["m_props"])
+                m_props = _from_pairs(r["m_props"])
                 far = NodeRef(m_label, m_props[NODE_SPECS[m_label].key])
                 start, end = (near, far) if direction == "out" else (far, near)
-                hops.append(Hop(Rel(rel_type, start, end, _native_props(r["props"])),
+                hops.append(Hop(Rel(rel_type, start, end, _from_pairs(r["props"])),
                                 Node(m_label, far.key, self._strip_key(m_label, m_props))))
             if len(hops) >= limit:
                 break

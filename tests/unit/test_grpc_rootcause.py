@@ -69,3 +69,15 @@ def test_a_service_without_telemetry_gets_an_empty_answer_that_says_why() -> Non
     with running_server(parts) as (port, _), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = pb_grpc.RootCauseStub(channel).Analyze(pb.AnalyzeRequest(service="quiet"))
     assert list(reply.candidates) == [] and reply.explanation
+
+
+def test_a_request_without_an_anchor_is_invalid_not_a_crash() -> None:
+    parts = ServerParts(MemoryGraphStore(), FindingHub(), BasicRuleDetector(RulesEngine()),
+                        build_analyzer(MemoryGraphStore(), Settings()))
+    with running_server(parts) as (port, _), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RootCauseStub(channel)
+        for request in (pb.AnalyzeRequest(top_k=5), pb.AnalyzeRequest(alert_id="", top_k=5)):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Analyze(request)
+            assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+            assert "Unexpected" not in info.value.details()
