@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import torch
+
 from gnn.fraud.checkpoint import load_detector
 from gnn.rca.checkpoint import load_checkpoint
 from gnn.rca.engine import RcaConfig, RcaEngine
@@ -154,7 +156,10 @@ def build_webhook(host: Host, settings: Settings, port: int | None = None) -> We
 
 
 def build_rca_engine(store: GraphStore, settings: Settings, rules: RulesEngine | None = None) -> RcaEngine:
-    """The RCA engine over ``store`` with the shipped (or configured) checkpoint; rules only without one."""
+    """The RCA engine over ``store`` with the shipped (or configured) checkpoint; rules only without one.
+
+    Sets the process's torch thread count from the settings (see ``Settings.torch_threads``)."""
+    torch.set_num_threads(max(1, settings.torch_threads))
     model, config = None, RcaConfig()
     checkpoint = Path(settings.rca_checkpoint)
     if checkpoint.is_file():

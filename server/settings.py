@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     retention_interval_s: float = 3600.0
     #: Root-cause model checkpoint (the shipped one by default).
     rca_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "rca.pt"
+    #: Threads torch may use per process. One by default: the models are small, and on a shared machine
+    #: more threads contend (a 948-node RCA forward took 600-2000 ms with 2 threads, 85-180 ms with 1).
+    torch_threads: int = 1
     #: Transaction scoring model checkpoint (the shipped one by default).
     fraud_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "fraud.pt"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

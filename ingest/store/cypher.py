@@ -162,8 +162,9 @@ def _expand_hops(spec: NodeSpec, rel: RelSpec, direction: str) -> str:
         "UNWIND $keys AS key\n"
         f"MATCH (n:{spec.label} {{{spec.key}: key}}){arrow}(m)\n"
         f"{_window_condition(rel.type, direction)}"
-        "WITH key, r, m, head(labels(m)) AS m_label LIMIT $limit\n"
-        f"RETURN key, {_flat_props('r')} AS props, m_label, {_flat_props('m')} AS m_props"
+        "WITH key, r, m LIMIT $limit\n"
+        # One record per near node: the driver's per-record cost, not the bytes, bounds wide reads.
+        f"RETURN key, collect([{_flat_props('r')}, head(labels(m)), {_flat_props('m')}]) AS hops"
     )
 
 

@@ -78,8 +78,12 @@ def _from_pairs(pairs: list[list[Any]]) -> dict[str, Any]:
         if len(item) == 3:
             props[item[0]] = _EPOCH + timedelta(seconds=item[1], microseconds=item[2] // 1000)
         else:
-            props[item[0]] = _native(item[1])
+            value = item[1]
+            props[item[0]] = value if type(value) in _PLAIN else _native(value)
     return props
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -229,14 +233,14 @@ class Neo4jGraphStore:
                 continue
             records = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
                                  limit=limit - len(hops), time_keys=cypher.TIME_KEYS)
-            for r in records:
-                near = NodeRef(label, r["key"])
-                m_label = r["m_label"]
-                m_props = _from_pairs(r["m_props"])
-                far = NodeRef(m_label, m_props[NODE_SPECS[m_label].key])
-                start, end = (near, far) if direction == "out" else (far, near)
-                hops.append(Hop(Rel(rel_type, start, end, _from_pairs(r["props"])),
-                                Node(m_label, far.key, self._strip_key(m_label, m_props))))
+            for record in records:
+                near = NodeRef(label, record["key"])
+                for r_pairs, m_label, m_pairs in record["hops"]:
+                    m_props = _from_pairs(m_pairs)
+                    key = NODE_SPECS[m_label].key
+                    far = NodeRef(m_label, m_props.pop(key))
+                    start, end = (near, far) if direction == "out" else (far, near)
+                    hops.append(Hop(Rel(rel_type, start, end, _from_pairs(r_pairs)), Node(m_label, far.key, m_props)))
             if len(hops) >= limit:
                 break
         return hops
