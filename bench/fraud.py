@@ -10,7 +10,10 @@ Prints one JSON line:
   batch's oldest record to the batch's commit (the ring is in Neo4j then): an upper bound of the delay
   from the closing transaction to the ring in the graph, measured with the producer paced at ``--rate``.
 
-    python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 500]
+    python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 3000] [--events N] [--profile FILE]
+
+``--profile FILE`` writes cProfile statistics of the consuming thread (poll, decode, map, write, detect)
+to ``FILE`` for ``python -m pstats``.
 """
 
 from __future__ import annotations
@@ -133,11 +136,26 @@ def main() -> None:
     parser.add_argument("--score-calls", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=3000.0, help="producer pace in events/s for the Kafka run")
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=0, help="only the first N events of the stream (0: all)")
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the Kafka run's consumer")
     args = parser.parse_args()
     events = simulate_payments(PaymentsSimConfig(seed=args.seed)).events
-    p50, p99 = score_latency(events, args.score_calls)
-    result = {"score_p50_ms": round(p50, 2), "score_p99_ms": round(p99, 2), "score_calls": args.score_calls}
+    if args.events:
+        events = events[: args.events]
+    result: dict[str, float] = {"score_calls": args.score_calls}
+    if args.score_calls:
+        p50, p99 = score_latency(events, args.score_calls)
+        result.update({"score_p50_ms": round(p50, 2), "score_p99_ms": round(p99, 2)})
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     result.update(kafka_run(events, args.rate, args.batch))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
     print(json.dumps(result))
 
 

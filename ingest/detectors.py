@@ -136,6 +136,8 @@ class FraudRingDetector:
         self.config = config or FraudFindingConfig()
         self._lock = threading.Lock()
         self._verdicts: OrderedDict[str, TxVerdict] = OrderedDict()
+        #: Account risk last written to the graph (bounded like the verdicts): unchanged risk is not rewritten.
+        self._written_risk: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
 
     def _remember(self, verdict: TxVerdict) -> None:
         self._verdicts[verdict.tx] = verdict
@@ -164,23 +166,39 @@ class FraudRingDetector:
         rings: dict[str, Ring] = {}
         pending: list[TransactionEvent] = []
         touched: set[str] = set()
+        # Accounts of transactions seen before (a retried batch, a replay, an inline ScoreTransaction): their
+        # risk is always written again, since the earlier write may not have happened.
+        rewrite: set[str] = set()
         with self._lock:
             for item in events:
                 event = item.event
                 if isinstance(event, TransactionEvent):
                     pending.append(event)
                     touched.update((event.src, event.dst))
+                    if event.id in self._verdicts:
+                        rewrite.update((event.src, event.dst))
                 elif isinstance(event, IdentityEvent):
                     verdicts.extend(self._process(pending))
                     pending = []
                     rings.update((r.id, r) for r in self._detector.process_identity(event))
                     touched.add(event.account)
+                    if item.replayed:
+                        rewrite.add(event.account)
             verdicts.extend(self._process(pending))
             for verdict in verdicts:
                 rings.update((r.id, r) for r in verdict.rings_closed)
             threshold = self._detector.config.ring_threshold
             reported = [r for r in rings.values() if r.score >= threshold]
-            risk = {a: self._detector.account_risk[a] for a in touched if a in self._detector.account_risk}
+            risk = {}
+            for account in touched:
+                current = self._detector.account_risk.get(account)
+                if current is None or (account not in rewrite and self._written_risk.get(account) == current):
+                    continue
+                risk[account] = current
+                self._written_risk[account] = current
+                self._written_risk.move_to_end(account)
+            while len(self._written_risk) > self.config.remembered_verdicts:
+                self._written_risk.popitem(last=False)
         detection = Detection(annotations=fraud_annotations(verdicts, reported, risk))
         builder = BatchBuilder()
         for ring in reported:

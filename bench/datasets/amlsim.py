@@ -4,7 +4,10 @@ Usage: ``python -m bench.datasets.amlsim SRC_DIR --out DIR [--blind-amounts SEED
 extracted sample folder (the one holding ``nodes.csv``), a folder above it, or the ``.tgz`` itself.
 
 * A time step is one day (step 1 = the start date). AMLSim gives no time inside a step, so transfers of
-  one step keep their file order, one second apart.
+  one step keep their file order, spread evenly over the day (the k-th of n at ``(k + 0.5) / n`` of it).
+  Packing a day's transfers into its first minutes instead would make every account look like it moves
+  money within seconds at midnight, which time-aware detectors (pass-through, velocity, time of day)
+  would read as signal.
 * Labels are per account only (``isFraud``); there are no transaction or pattern labels.
 * ``fraudStep`` is a label leak (it is >= 0 for fraud accounts only) and ``init_balance`` carries no
   signal: neither is converted.
@@ -87,6 +90,9 @@ def convert(src: str | Path, out: str | Path, blind_seed: int | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     # Stable sort by step keeps the file order inside a step.
     rows.sort(key=lambda r: int(r["time"]))
+    per_day: dict[int, int] = {}
+    for r in rows:
+        per_day[int(r["time"])] = per_day.get(int(r["time"]), 0) + 1
     skipped, written, per_step = 0, 0, 0
     last_step = None
     with (out_dir / "events.jsonl").open("w", encoding="utf-8") as fh:
@@ -101,7 +107,8 @@ def convert(src: str | Path, out: str | Path, blind_seed: int | None = None,
             if amount_range is not None:
                 amount = round(rng.uniform(*amount_range), 2)
             event = TransactionEvent(
-                id=f"aml-tx-{i}", at=start + timedelta(days=step - 1, seconds=per_step),
+                id=f"aml-tx-{i}",
+                at=start + timedelta(days=step - 1, microseconds=round((per_step + 0.5) / per_day[step] * 86_400e6)),
                 src=account_id(r["sourceNodeId"]), dst=account_id(r["targetNodeId"]), amount=amount,
                 currency="USD", channel="transfer")
             fh.write(event.model_dump_json() + "\n")

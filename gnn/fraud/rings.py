@@ -278,7 +278,7 @@ class FraudDetector:
             rings: list[Ring] = []
             matches: list[Match] = []
             # Card purchases at registered merchants are not account-to-account transfers: no typology.
-            if tx.merchant is None:
+            if not tx.merchant:
                 matches = self.matcher.add(Edge(tx.id, tx.src, tx.dst, at, tx.amount, tx.channel))
             strong = [m for m in matches if m.score >= self.config.ring_min_match_score]
             for m in strong:

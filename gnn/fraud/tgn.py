@@ -81,14 +81,30 @@ class NeighbourStore:
         self.ptr = torch.cat([self.ptr, torch.zeros(extra, dtype=torch.long)])
 
     def insert(self, src: Tensor, dst: Tensor, t: Tensor, msg: Tensor) -> None:
-        """Record each interaction at both ends (overwriting the oldest neighbour)."""
-        for s, d, ti, m in zip(src.tolist(), dst.tolist(), t.tolist(), msg, strict=True):
-            for node, other in ((s, d), (d, s)):
-                slot = int(self.ptr[node]) % self.size
-                self.nbr[node, slot] = other
-                self.t[node, slot] = ti
-                self.msg[node, slot] = m
-                self.ptr[node] += 1
+        """Record each interaction at both ends (overwriting the oldest neighbour), in batch order.
+
+        Vectorised: the k-th occurrence of a node in the batch (sender then receiver of each interaction)
+        goes to slot ``ptr + k``; only a node's last ``size`` occurrences are written, so every slot is
+        written once and the result equals inserting one interaction at a time.
+        """
+        if src.numel() == 0:
+            return
+        nodes = torch.stack([src, dst], dim=1).reshape(-1)
+        others = torch.stack([dst, src], dim=1).reshape(-1)
+        _, inverse, counts = torch.unique(nodes, return_inverse=True, return_counts=True)
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(nodes)
+        rank[order] = torch.arange(nodes.numel()) - starts.repeat_interleave(counts)
+        keep = rank >= counts[inverse] - self.size
+        nodes, others, rank = nodes[keep], others[keep], rank[keep]
+        pick = torch.arange(src.numel()).repeat_interleave(2)[keep]
+        slot = (self.ptr[nodes] + rank) % self.size
+        self.nbr[nodes, slot] = others
+        self.t[nodes, slot] = t[pick]
+        self.msg[nodes, slot] = msg[pick]
+        every = torch.stack([src, dst], dim=1).reshape(-1)
+        self.ptr.index_add_(0, every, torch.ones(every.numel(), dtype=torch.long))
 
     def subgraph(self, n_id: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Rows (``n_id`` first, then one row per neighbour occurrence), edges neighbour row -> centre row,
@@ -202,10 +218,14 @@ class NodeIndex:
 class TGNScorer:
     """Streaming wrapper: ids -> indices, growth, and score-then-update on micro-batches."""
 
-    def __init__(self, model: FraudTGN) -> None:
+    def __init__(self, model: FraudTGN, threads: int | None = 1) -> None:
         self.model = model
         self.index = NodeIndex()
         self._t0: float | None = None
+        #: Torch intra-op threads while scoring. The model's tensors are tiny: on a busy machine extra threads
+        #: only contend (measured on 2 shared cores: ScoreTransaction p50 51 ms with 2 threads, 6 ms with 1).
+        #: Torch's setting is process-wide; ``None`` leaves it alone.
+        self.threads = threads
         # Leaving training mode makes PyG's TGNMemory flush its message stores into *every* node's memory
         # (a GRU step even for nodes without messages); do it once here, then start from a clean state.
         model.eval()
@@ -240,6 +260,8 @@ class TGNScorer:
             return []
         if self.model.training:
             self.model.eval()
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         src, dst, t, feat = self.tensors(txs)
         probs = torch.sigmoid(self.model(src, dst, t, feat)).tolist()
         self.model.update(src, dst, t, feat)

@@ -85,7 +85,7 @@ TYPOLOGIES: tuple[Typology, ...] = (
     Typology("fan_out", "hub", timedelta(hours=48), "one account is funded and pays many receivers",
              min_in=1, min_out=5, min_flow_ratio=0.0, burst_factor=2.0, score=0.85, priority=2),
     Typology("gather_scatter", "hub", timedelta(hours=48), "many senders pay a hub that pays many receivers",
-             min_in=4, min_out=4, min_flow_ratio=0.0, burst_factor=2.0, score=0.9, priority=3),
+             min_in=4, min_out=4, min_flow_ratio=0.7, burst_factor=2.0, score=0.9, priority=3),
     Typology("cycle", "cycle", timedelta(hours=72), "money goes round and comes back to where it started",
              min_length=3, max_length=6, hop_ratio=(0.8, 1.0), score=0.9, priority=3),
     Typology("scatter_gather", "scatter_gather", timedelta(hours=48),

@@ -7,7 +7,8 @@ transaction.
 Why it is built the way it is:
 
 * Fraud must not be separable by trivial artefacts. Laundering amounts are drawn from the same
-  distributions as normal person-to-person payments, ring members are ordinary accounts that keep their
+  distributions as normal person-to-person payments, and laundering uses the same channels in the same
+  proportions (a p2p app or a bank transfer), ring members are ordinary accounts that keep their
   normal activity, and the normal population contains the look-alikes a detector must not flag:
   employers fanning salaries out, landlords and utilities collecting from many payers, families sharing a
   device, friends paying each other back (short cycles), people sending several payments the same day.
@@ -56,6 +57,9 @@ class PaymentsSimConfig:
     p2p_rate: float = 0.35
     busy_factor: float = 8.0
     shopping_rate: float = 0.8
+    #: Share of person-to-person payments made as bank transfers rather than through a p2p app, the same
+    #: for everybody: the channel of a person-to-person payment says nothing about fraud.
+    transfer_share: float = 0.3
     #: Laundering rings injected per typology.
     rings_per_kind: int = 3
     identity_rings: int = 3
@@ -126,6 +130,8 @@ class _Builder:
                card: str | None = None, merchant: str | None = None) -> str:
         if src == dst or at >= self.end or at < self.cfg.start:
             return ""
+        if channel == "p2p" and self.rng.random() < self.cfg.transfer_share:
+            channel = "transfer"
         person = self.people.get(src)
         if person is not None:
             device = device or self.rng.choice(person.devices)
@@ -301,10 +307,10 @@ def _laundering(b: _Builder, kind: str, ring: str) -> None:
         if smurf and rng.random() < 0.4:
             parts = rng.randint(2, 4)
             for share in split(amount, parts):
-                b.add_tx(at, src, dst, share, fraud=True, channel=rng.choice(("p2p", "transfer")))
+                b.add_tx(at, src, dst, share, fraud=True)
                 at += timedelta(minutes=rng.uniform(1, 30))
             return at
-        b.add_tx(at, src, dst, amount, fraud=True, channel=rng.choice(("p2p", "transfer")))
+        b.add_tx(at, src, dst, amount, fraud=True)
         return at
 
     if kind == "fan_in":
@@ -316,13 +322,13 @@ def _laundering(b: _Builder, kind: str, ring: str) -> None:
             total += amount
             t += step()
             send(t, s, collector, amount, smurf=True)
-        b.add_tx(t + step(), collector, exit_, total * rng.uniform(0.85, 0.98), fraud=True, channel="transfer")
+        b.add_tx(t + step(), collector, exit_, total * rng.uniform(0.85, 0.98), fraud=True)
         members = [*sources, collector, exit_]
     elif kind == "fan_out":
         funder, hub = b.pick_members(2)
         sinks = b.pick_members(rng.randint(5, 9))
         amounts = [b.p2p_amount() for _ in sinks]
-        b.add_tx(t, funder, hub, sum(amounts) * rng.uniform(1.02, 1.15), fraud=True, channel="transfer")
+        b.add_tx(t, funder, hub, sum(amounts) * rng.uniform(1.02, 1.15), fraud=True)
         for sink, amount in zip(sinks, amounts, strict=True):
             t += step()
             b.add_tx(t, hub, sink, amount, fraud=True)

@@ -86,3 +86,18 @@ def test_write_scenario_round_trips(tmp_path, scenario) -> None:
     assert EVENT_ADAPTER.validate_json(lines[0]) == scenario.events[0]
     labels = [json.loads(x) for x in labels_path.read_text().splitlines()]
     assert labels == scenario.labels
+
+
+def test_laundering_uses_the_channels_people_use(scenario) -> None:
+    # Person-to-person payments go through a p2p app or a bank transfer in the same proportions, fraud or
+    # not: a channel that only launderers used would be a give-away no real data has.
+    tx_labels = {lb["transaction"]: lb["fraud"] for lb in scenario.labels if "transaction" in lb}
+    accounts = {lb["account"] for lb in scenario.labels if "account" in lb and lb["account"].startswith("A")}
+    people = [t for t in scenario.transactions if t.src in accounts and t.dst in accounts
+              and t.channel in ("p2p", "transfer")]
+    share = {}
+    for fraud in (False, True):
+        chosen = [t for t in people if tx_labels[t.id] == fraud]
+        share[fraud] = sum(t.channel == "transfer" for t in chosen) / len(chosen)
+    assert abs(share[True] - share[False]) < 0.1, share
+    assert 0.2 < share[False] < 0.4
