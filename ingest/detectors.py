@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Counter, Histogram
 
 from gnn.fraud.rings import FraudDetector, Ring, TxVerdict
 from gnn.fraud.rings import annotations as fraud_annotations
@@ -19,6 +22,10 @@ from rules.engine import Firing, RulesEngine
 from schema.events import AlertEvent, EventBase, IdentityEvent, TransactionEvent
 from schema.findings import EntityRef, Evidence, Finding
 from schema.store import GraphStore
+
+_SCORED = Counter("sleuth_fraud_scored_total", "Transactions scored by the fraud detector (model, matcher, rules)")
+_SCORE_SECONDS = Histogram("sleuth_fraud_score_seconds", "Fraud detector time per transaction (batch mean)",
+                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1))
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,12 @@ class FraudRingDetector:
 
     def _process(self, txs: list[TransactionEvent]) -> list[TxVerdict]:
         fresh = [tx for tx in txs if tx.id not in self._verdicts]
-        for verdict in self._detector.process_many(fresh):
-            self._remember(verdict)
+        if fresh:
+            started = time.perf_counter()
+            for verdict in self._detector.process_many(fresh):
+                self._remember(verdict)
+            _SCORED.inc(len(fresh))
+            _SCORE_SECONDS.observe((time.perf_counter() - started) / len(fresh))
         return [self._verdicts[tx.id] for tx in txs]
 
     def score_transaction(self, event: TransactionEvent) -> TransactionScore:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 
 from durable import engine as durable_engine
 from durable import lang as durable_lang
+from prometheus_client import Counter, Histogram
 
 from rules.errors import RulesError
 
@@ -33,6 +35,12 @@ from rules.errors import RulesError
 Condition = Callable[[Any], Any]
 
 _SESSION = "sleuth"
+
+# Process-wide like the engine itself; served on the one metrics endpoint of ``sleuth serve``.
+_FACTS = Counter("sleuth_rule_facts_total", "Facts evaluated by a ruleset", ["ruleset"])
+_FIRINGS = Counter("sleuth_rule_firings_total", "Rule firings", ["ruleset", "rule"])
+_EVALUATE_SECONDS = Histogram("sleuth_rules_evaluate_seconds", "Time to evaluate one batch of facts", ["ruleset"],
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,14 @@ class RulesEngine:
             known = ruleset in _Process.rulesets
         if not known:
             raise RulesError(f"ruleset {ruleset!r} is not registered")
-        return _Process.run(_evaluate_all, ruleset, list(facts))
+        started = time.perf_counter()
+        results = _Process.run(_evaluate_all, ruleset, list(facts))
+        _EVALUATE_SECONDS.labels(ruleset).observe(time.perf_counter() - started)
+        _FACTS.labels(ruleset).inc(len(facts))
+        for fired in results:
+            for firing in fired:
+                _FIRINGS.labels(firing.ruleset, firing.rule).inc()
+        return results
 
 
 def _declare(ruleset: Ruleset) -> None:

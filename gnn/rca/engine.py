@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client import Histogram
 
 from gnn.rca.baselines import BASELINES, baseline_scores
 from gnn.rca.features import FeatureConfig, IncidentGraph, extract_incident, propagation_path
@@ -24,6 +25,8 @@ from rules.ops import AlertGroup, OpsRulesConfig, candidate_ruleset, group_alert
 from schema.store import GraphStore, NodeRef, TimeWindow
 
 METHODS: tuple[str, ...] = ("gnn", "rules", *BASELINES)
+_ANALYZE_SECONDS = Histogram("sleuth_rca_analyze_seconds", "Root-cause analysis time (extraction + ranking)",
+                             ["method"], buckets=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
 _IMPACT_GROUPS = (0, 1, 4)  # latency, errors, up
 
 
@@ -85,6 +88,7 @@ class RcaEngine:
             return RcaResult([], method, graph, latency_ms=(time.perf_counter() - started) * 1000)
         result = self.rank(graph, top_k, method)
         result.latency_ms = (time.perf_counter() - started) * 1000
+        _ANALYZE_SECONDS.labels(method).observe(result.latency_ms / 1000)
         return result
 
     def rank(self, graph: IncidentGraph, top_k: int = 5, method: str | None = None) -> RcaResult:

@@ -289,6 +289,9 @@ def promql(expr: str) -> tuple[set[str], set[str]]:
 def registered_series() -> dict[str, tuple[str, set[str]]]:
     """``{sample name: (family, label names)}`` of the default registry, which ``sleuth serve`` exposes,
     after importing what registers on it."""
+    import gnn.rca.engine  # noqa: F401  (root-cause analysis time)
+    import ingest.detectors  # noqa: F401  (fraud scoring)
+    import rules.engine  # noqa: F401  (rule facts, firings, evaluation time)
     import server.app  # noqa: F401  (gRPC request metrics)
     import server.hub  # noqa: F401  (Watch drops)
     from ingest.metrics import default_metrics

@@ -75,3 +75,20 @@ def test_thresholds_come_from_configuration() -> None:
     fact = {"kind": "transaction", "transaction": "t", "amount": 5000.0}
     assert [f.rule for f in engine.evaluate(low.name, fact)] == ["large_transaction"]
     assert engine.evaluate(high.name, fact) == []
+
+
+def test_firings_and_facts_are_counted_for_the_metrics_endpoint(engine: RulesEngine) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    facts_before = sample("sleuth_rule_facts_total", ruleset=RULES.name)
+    big_before = sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="big")
+    mid_before = sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="p2p_mid")
+    engine.evaluate_many(RULES.name, [{"tx": "m1", "amount": 150, "channel": "card"},
+                                      {"tx": "m2", "amount": 1, "channel": "card"}])
+    assert sample("sleuth_rule_facts_total", ruleset=RULES.name) == facts_before + 2
+    assert sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="big") == big_before + 1
+    assert sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="p2p_mid") == mid_before
+    assert sample("sleuth_rules_evaluate_seconds_count", ruleset=RULES.name) >= 1
