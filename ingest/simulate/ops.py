@@ -86,6 +86,29 @@ class OpsSimConfig:
     #: Unrelated metric spikes per incident window (Poisson mean).
     noise_spikes_per_incident: float = 1.5
     background_spikes_per_hour: float = 3.0
+    # Realism knobs (all off by default; real systems need them, see ``RcaTrainConfig.sim``):
+    #: Fraction of services that are chronically noisy: a persistent error-log rate and frequent metric
+    #: anomalies that have nothing to do with any fault.
+    noisy_service_frac: float = 0.0
+    #: ERROR log lines per minute per instance of a noisy service (Poisson mean, bursty).
+    noisy_error_logs: float = 3.0
+    #: Unrelated anomaly spikes per hour on each noisy service.
+    noisy_spikes_per_hour: float = 12.0
+    #: Probability that a segment is short (back-to-back faults): the previous fault is still in the
+    #: analysis window of the next one.
+    short_segment_prob: float = 0.0
+    #: Length range of a short segment in minutes (its fault starts 1-2 minutes in).
+    short_segment_minutes: tuple[int, int] = (6, 10)
+    #: Wrong-value faults show mainly in the callers' error logs (they fail to use the response); the
+    #: faulty service itself logs nothing about it with probability ``quiet_wrong_value_prob``.
+    wrong_value_caller_logs: bool = False
+    quiet_wrong_value_prob: float = 0.5
+    #: Spread of normal log volume across services (sigma of a log-normal multiplier of
+    #: ``logs_per_instance``, capped at 30x): real systems have chatty and quiet services.
+    log_volume_sigma: float = 0.0
+    #: Fraction of services whose normal log lines carry free-text tokens that template mining does not
+    #: mask (names, keys), so they keep producing never-seen templates with no fault at all.
+    template_churn_frac: float = 0.0
     start: datetime = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
     def __post_init__(self) -> None:
@@ -98,6 +121,10 @@ class OpsSimConfig:
             raise ValueError("faults must end inside their segment")
         if self.start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
+        if not 0.0 <= self.noisy_service_frac <= 1.0 or not 0.0 <= self.short_segment_prob <= 1.0:
+            raise ValueError("noisy_service_frac and short_segment_prob are fractions")
+        if not 4 <= self.short_segment_minutes[0] <= self.short_segment_minutes[1] <= self.segment_minutes:
+            raise ValueError("short segments need 4 <= min <= max <= segment_minutes")
 
 
 @dataclass(frozen=True)
@@ -248,6 +275,13 @@ class _Simulation:
         self.templates = [rng.sample(_NORMAL_TEMPLATES, 2) for _ in range(nS)]
         self.ops = [[f"{topo.services[s]}/{w}" for w in rng.sample(("get", "list", "create", "update"), 2)]
                     for s in range(nS)]
+        self.log_rate = np.full(nS, config.logs_per_instance)
+        self.churn = np.zeros(nS, dtype=bool)
+        if config.template_churn_frac > 0:
+            self.churn = np.random.default_rng(config.seed + 11).random(nS) < config.template_churn_frac
+        if config.log_volume_sigma > 0:
+            self.log_rate *= np.minimum(30.0, np.exp(np.random.default_rng(config.seed + 7).normal(
+                0, config.log_volume_sigma, nS)))
         # Fault effects, per minute.
         T = self.T
         self.lat_mult = np.ones((nI, T))
@@ -288,10 +322,17 @@ class _Simulation:
             kinds.extend(block)
         deep = [s for s in range(self.nS) if s not in topo.entries]
         faults: list[_Fault] = []
-        for k, kind in enumerate(kinds[: cfg.n_incidents]):
-            seg = cfg.warmup_minutes + k * cfg.segment_minutes
-            onset = seg + rng.randint(*cfg.onset_range)
-            end = onset + rng.randint(*cfg.fault_minutes)
+        seg = cfg.warmup_minutes
+        for kind in kinds[: cfg.n_incidents]:
+            if cfg.short_segment_prob > 0 and rng.random() < cfg.short_segment_prob:
+                length = rng.randint(*cfg.short_segment_minutes)
+                onset = seg + rng.randint(1, 2)
+                end = onset + rng.randint(3, seg + length - onset)
+            else:
+                length = cfg.segment_minutes
+                onset = seg + rng.randint(*cfg.onset_range)
+                end = onset + rng.randint(*cfg.fault_minutes)
+            seg += length
             entry = rng.random() < cfg.entry_fault_prob or not deep
             s = rng.choice(list(topo.entries)) if entry else rng.choice(deep)
             fault = _Fault(kind, onset, end, s, magnitude=rng.uniform(0.7, 1.3))
@@ -321,10 +362,21 @@ class _Simulation:
                     self.add_log(i, t, "ERROR", f"Unhandled exception in handler {self.ops[f.service][0]}: "
                                  f"IllegalStateException: pool exhausted (id={rng.randint(1, 9999)})", 3)
         elif f.kind == "wrong_value":
-            self.bad_value[f.service, a:b] = rng.uniform(0.2, 0.5) * m
+            bad = rng.uniform(0.2, 0.5) * m
+            self.bad_value[f.service, a:b] = bad
+            quiet = self.cfg.wrong_value_caller_logs and rng.random() < self.cfg.quiet_wrong_value_prob
             for t in range(a, b):
                 for i in insts:
-                    self.add_log(i, t, "INFO", f"serialised response without field amount for request {rng.randint(1, 99999)}", 2)
+                    if not quiet:
+                        self.add_log(i, t, "INFO", f"serialised response without field amount for request {rng.randint(1, 99999)}", 2)
+            if self.cfg.wrong_value_caller_logs:
+                # The callers fail to use the response: their logs show it, naming the callee.
+                for c in self.callers[f.service]:
+                    rate = min(6.0, 12 * bad * self.edge_w[(c, f.service)])
+                    for t in range(a, b):
+                        for i in self.inst_of[c]:
+                            self.add_log(i, t, "ERROR", f"failed to process response from {name}: field amount "
+                                         f"is null (order {rng.randint(1, 99999)})", int(self.nrng.poisson(rate)))
         elif f.kind == "cpu":
             i = f.instance
             self.cpu_add[i, a:b] = 0.97 - self.cpu_base[i]
@@ -401,6 +453,36 @@ class _Simulation:
             for t in range(sl.start, sl.stop):
                 self.add_log(i, t, "ERROR", f"transient error talking to redis: read timeout ({rng.randint(1, 99)})", 1)
 
+    def chronic_noise(self, hours: float) -> None:
+        """Chronically noisy services: persistent, bursty error logs and frequent short anomalies all along."""
+        cfg, rng, nrng = self.cfg, self.rng, self.nrng
+        k = min(self.nS, max(1, round(cfg.noisy_service_frac * self.nS)))
+        for s in sorted(rng.sample(range(self.nS), k)):
+            name = self.topo.services[s]
+            lines = [f"failed to refresh cache entry for {name}: timeout after {{n}} ms",
+                     f"retrying request from {name} (attempt {{n}}): connection reset",
+                     f"rejected request to {name}: invalid token for client {{n}}"]
+            level = rng.uniform(0.3, 1.0) * cfg.noisy_error_logs
+            for i in self.inst_of[s]:
+                for t in range(self.T):
+                    burst = level * math.exp(nrng.normal(0, 0.8))
+                    count = int(nrng.poisson(burst))
+                    if count:
+                        self.add_log(i, t, "ERROR", rng.choice(lines).format(n=rng.randint(1, 999)), count)
+            for _ in range(int(nrng.poisson(cfg.noisy_spikes_per_hour * hours))):
+                i = rng.choice(self.inst_of[s])
+                t0 = rng.randrange(0, self.T)
+                sl = slice(t0, min(self.T, t0 + rng.randint(1, 3)))
+                what = rng.choice(("cpu", "mem", "lat", "lat", "err"))
+                if what == "cpu":
+                    self.cpu_add[i, sl] += rng.uniform(0.2, 0.45)
+                elif what == "mem":
+                    self.mem_add[i, sl] += rng.uniform(0.1, 0.3)
+                elif what == "lat":
+                    self.lat_mult[i, sl] *= rng.uniform(1.8, 4)
+                else:
+                    self.err_add[i, sl] += rng.uniform(0.01, 0.05)
+
     def innocent_change(self, t: float, s: int) -> None:
         rng = self.rng
         kind = rng.choice(("deploy", "deploy", "config", "feature_flag", "scale"))
@@ -429,6 +511,8 @@ class _Simulation:
         hours = self.T / 60
         for _ in range(int(self.nrng.poisson(cfg.background_spikes_per_hour * hours))):
             self.noise_spike(rng.randrange(cfg.warmup_minutes, self.T), set())
+        if cfg.noisy_service_frac > 0:
+            self.chronic_noise(hours)
         fault_services = {(f.service, f.onset) for f in faults}
         for _ in range(int(self.nrng.poisson(cfg.innocent_changes_per_hour * hours))):
             t = rng.uniform(5, self.T - 1)
@@ -566,7 +650,9 @@ class _Simulation:
             self.emit(LogEvent(id=ids("log"), at=base + timedelta(seconds=rng.uniform(0, 59)), service=svc,
                                instance=inst, host=host, level=level, message=message))
 
-        for _ in range(int(nrng.poisson(self.cfg.logs_per_instance))):
+        if self.churn[s] and rng.random() < 0.3:
+            log("INFO", f"resolved {rng.choice(_WORDS)} route for {rng.choice(_WORDS)} tenant")
+        for _ in range(int(nrng.poisson(self.log_rate[s]))):
             tpl = rng.choice(self.templates[s])
             log("INFO", tpl.format(op=rng.choice(self.ops[s]), n=rng.randint(1, 500), f=round(rng.random(), 2)))
         # Errors caused downstream show up as failed calls naming the worst callee.

@@ -137,3 +137,34 @@ def test_config_is_validated() -> None:
         OpsSimConfig(fault_kinds=("meteor",))
     with pytest.raises(ValueError):
         OpsSimConfig(min_services=20, max_services=10)
+    with pytest.raises(ValueError):
+        OpsSimConfig(noisy_service_frac=1.5)
+    with pytest.raises(ValueError):
+        OpsSimConfig(short_segment_minutes=(2, 8))
+
+
+def test_realism_knobs_are_off_by_default_and_deterministic() -> None:
+    base = OpsSimConfig(seed=3, min_services=6, max_services=8, n_incidents=3, warmup_minutes=12,
+                        segment_minutes=20, onset_range=(10, 12), fault_minutes=(5, 6))
+    real = OpsSimConfig(**{**base.__dict__, "noisy_service_frac": 0.3, "short_segment_prob": 1.0,
+                           "wrong_value_caller_logs": True, "fault_kinds": ("wrong_value", "errors"),
+                           "log_volume_sigma": 1.5, "template_churn_frac": 0.5})
+    a, b = simulate_ops(real), simulate_ops(real)
+    assert [e.id for e in a.events] == [e.id for e in b.events]
+    # Back-to-back faults: every segment is short, so onsets are at most short_segment_minutes apart.
+    onsets = [datetime.fromisoformat(c["onset"]) for c in a.cases]
+    gaps = [(y - x).total_seconds() / 60 for x, y in zip(onsets, onsets[1:], strict=False)]
+    assert gaps and all(g <= real.short_segment_minutes[1] + 2 for g in gaps)
+    # Chronically noisy services log errors all along, before any fault.
+    first_onset = min(onsets)
+    early_errors = [e for e in a.events if getattr(e, "level", None) == "ERROR" and e.at < first_onset]
+    assert len(early_errors) > 50
+    # Wrong-value faults show in the callers' logs, naming the faulty service.
+    wrong = [c for c in a.cases if c["fault"] == "wrong_value"]
+    assert wrong
+    svc = wrong[0]["root_cause"]["service"]
+    caller_lines = [e for e in a.events if getattr(e, "level", None) == "ERROR"
+                    and f"response from {svc}" in getattr(e, "message", "") and e.service != svc]
+    topo = a.topology
+    if topo.callers_of(topo.services.index(svc)):
+        assert caller_lines
