@@ -145,6 +145,12 @@ class Rel:
     props: dict[str, Any]
 
 
+def check_hop_direction(direction: str) -> None:
+    """``expand`` follows relationships one way: ``out`` or ``in``."""
+    if direction not in ("out", "in"):
+        raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
+
+
 @dataclass(frozen=True)
 class Hop:
     """One relationship followed from a node, with the node at its far end."""

@@ -55,3 +55,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 120.0, what: st
 def services(*args: str) -> None:
     """Run ``scripts/services`` (same state dir as the test session)."""
     subprocess.run([sys.executable, str(REPO / "scripts" / "services.py"), *args], check=True, cwd=REPO)
+
+
+def start_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    """``sleuth demo ARGS`` in a subprocess with its own state and no inherited ``SLEUTH_`` settings (plus
+    ``env``); returns the process and the file its output goes to."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLEUTH_")}
+    clean.update(env or {}, SLEUTH_STATE_DIR=str(tmp_path / "state"), SLEUTH_METRICS_PORT="0",
+                 SLEUTH_SERVICES_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    out = tmp_path / "demo.log"
+    with out.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "server.cli", *args], cwd=REPO, env=clean, stdout=sink,
+                                   stderr=subprocess.STDOUT)
+    return process, out

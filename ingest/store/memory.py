@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from schema.graph import NODE_SPECS, node_spec, rel_spec, window_basis
-from schema.store import GraphBatch, Hop, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow
+from schema.store import GraphBatch, Hop, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow, check_hop_direction
 
 _RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
 
@@ -174,8 +174,7 @@ class MemoryGraphStore:
         window: TimeWindow | None = None,
         limit: int = 200_000,
     ) -> list[Hop]:
-        if direction not in ("out", "in"):
-            raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
+        check_hop_direction(direction)
         basis, prop = window_basis(rel_type, direction)
         found: list[Hop] = []
         with self._lock:

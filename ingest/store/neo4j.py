@@ -22,7 +22,7 @@ from ingest.errors import StoreError, StoreRejected, StoreUnavailable
 from ingest.store import cypher
 from schema.constraints import STATEMENTS
 from schema.graph import NODE_SPECS, node_spec, rel_spec
-from schema.store import GraphBatch, Hop, Node, NodeRef, Rel, Subgraph, TimeWindow
+from schema.store import GraphBatch, Hop, Node, NodeRef, Rel, Subgraph, TimeWindow, check_hop_direction
 
 T = TypeVar("T")
 
@@ -219,8 +219,7 @@ class Neo4jGraphStore:
         window: TimeWindow | None = None,
         limit: int = 200_000,
     ) -> list[Hop]:
-        if direction not in ("out", "in"):
-            raise ValueError(f"direction must be 'out' or 'in', got {direction!r}")
+        check_hop_direction(direction)
         rel_spec(rel_type)
         window = window or TimeWindow()
         by_label: dict[str, list[str]] = {}

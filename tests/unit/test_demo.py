@@ -3,10 +3,7 @@ delivers an incident with a root cause and a fraud ring from the simulators."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
-from tests.support import REPO, wait_until
+from tests.support import start_demo, wait_until
 
 
 def _services(channel: grpc.Channel) -> set[str]:
@@ -27,13 +24,7 @@ def _services(channel: grpc.Channel) -> set[str]:
 
 
 def test_the_demo_serves_reflection_and_streams_incidents_and_rings(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEUTH_")}
-    env.update(SLEUTH_STATE_DIR=str(tmp_path / "state"), SLEUTH_METRICS_PORT="0", SLEUTH_SERVICES_DIR=str(tmp_path),
-               PYTHONUNBUFFERED="1")
-    out = tmp_path / "demo.log"
-    with out.open("wb") as sink:
-        demo = subprocess.Popen([sys.executable, "-m", "server.cli", "demo", "--port", "0", "--webhook-port", "0",
-                                 "--duration", "400"], cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    demo, out = start_demo(tmp_path, "demo", "--port", "0", "--webhook-port", "0", "--duration", "400")
     try:
         wait_until(lambda: "gRPC on" in out.read_text(errors="replace") or demo.poll() is not None,
                    timeout_s=90, what="the demo serving")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -17,7 +14,7 @@ from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
 from server.host import build_embedded_host
 from server.settings import Settings
-from tests.support import REPO, wait_until
+from tests.support import start_demo, wait_until
 from tests.unit.test_webhook import TWO, payload
 
 PASSWORD, GRPC_TOKEN, WEBHOOK_TOKEN = "pw-Zq81-neo4j", "tok-Gr77-grpc", "tok-Wh55-webhook"
@@ -61,15 +58,9 @@ def _post(port: int, body: dict, token: str | None) -> int:
 
 def test_the_demo_logs_no_secret_while_it_serves_gRPC_and_the_webhook(tmp_path: Path) -> None:
     """Debug logging, startup, authenticated and refused calls on both endpoints, shutdown: no secret in any line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLEUTH_")}
-    env.update(SECRET_ENV, SLEUTH_STATE_DIR=str(tmp_path / "state"), SLEUTH_METRICS_PORT="0",
-               SLEUTH_SERVICES_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
     webhook_port = _free_port()
-    out = tmp_path / "demo.log"
-    with out.open("wb") as sink:
-        demo = subprocess.Popen([sys.executable, "-m", "server.cli", "-v", "demo", "--port", "0",
-                                 "--webhook-port", str(webhook_port), "--duration", "120"],
-                                cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    demo, out = start_demo(tmp_path, "-v", "demo", "--port", "0", "--webhook-port", str(webhook_port),
+                           "--duration", "120", env=SECRET_ENV)
     try:
         wait_until(lambda: "Alertmanager webhook on" in out.read_text(errors="replace") or demo.poll() is not None,
                    timeout_s=90, what="the demo serving")
