@@ -9,8 +9,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from server.settings import Settings, load_settings
 
@@ -237,39 +238,53 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Send a JSONL file of events to Kafka, each to its topic with its partition key."""
+    summary = _send_to_kafka(_settings(args), (line for _, line in _jsonl(Path(args.file))), rate=args.rate)
+    print(json.dumps(summary))
+    return 0
+
+
+def _send_to_kafka(settings: Settings, lines: Iterable[bytes], rate: float = 0.0) -> dict[str, Any]:
+    """Produce JSON event lines to their topics with their partition keys (``rate`` events/s, 0: no pacing).
+
+    Lines that do not decode are still sent, to the topic their type names, so the pipeline dead-letters
+    them with the reason (nothing is dropped on the producer side)."""
     from ingest.decode import Rejection, decode_record
     from ingest.kafka import ensure_topics, make_producer
     from schema.events import partition_key
 
-    settings = _settings(args)
     if not settings.kafka_bootstrap:
         raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
+    if rate < 0:
+        raise SystemExit(f"--rate must be >= 0, got {rate}")
     topics = settings.kafka.topics
     ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
     producer = make_producer(settings.kafka_bootstrap)
+    kinds = {"log", "metric", "span", "topology", "change", "alert", "transaction", "identity"}
     sent = invalid = 0
     started = time.perf_counter()
-    for _, line in _jsonl(Path(args.file)):
-        decoded = decode_record(line)
-        if isinstance(decoded, Rejection):
-            # Still sent (the pipeline dead-letters it with the reason), to the topic its type names.
-            invalid += 1
-            try:
-                kind = json.loads(line).get("type", "log")
-            except (json.JSONDecodeError, AttributeError):
-                kind = "log"
-            topic = topics.for_event_type(kind) if kind in {"log", "metric", "span", "topology", "change", "alert",
-                                                             "transaction", "identity"} else topics.logs
-            producer.send(topic, value=line, key=None)
-        else:
-            event = decoded[0]
-            producer.send(topics.for_event_type(event.type), value=line,  # type: ignore[attr-defined]
-                          key=partition_key(event).encode())
-        sent += 1
-    producer.flush()
-    producer.close()
-    print(json.dumps({"sent": sent, "invalid": invalid, "seconds": round(time.perf_counter() - started, 3)}))
-    return 0
+    try:
+        for line in lines:
+            decoded = decode_record(line)
+            if isinstance(decoded, Rejection):
+                invalid += 1
+                try:
+                    kind = json.loads(line).get("type", "log")
+                except (json.JSONDecodeError, AttributeError):
+                    kind = "log"
+                producer.send(topics.for_event_type(kind) if kind in kinds else topics.logs, value=line, key=None)
+            else:
+                event = decoded[0]
+                producer.send(topics.for_event_type(event.type), value=line,  # type: ignore[attr-defined]
+                              key=partition_key(event).encode())
+            sent += 1
+            if rate and sent % 50 == 0:  # pace in small steps: a steady stream, not bursts
+                ahead = started + sent / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush()
+    finally:
+        producer.close()
+    return {"sent": sent, "invalid": invalid, "seconds": round(time.perf_counter() - started, 3)}
 
 
 # -- schema ---------------------------------------------------------------------------------------
@@ -301,39 +316,49 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Write a simulated scenario (events.jsonl and its ground truth) into --out."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Simulate a scenario: write events.jsonl and its ground truth into --out, and/or stream it to Kafka."""
+    if not args.out and not args.kafka:
+        raise SystemExit("simulate needs --out DIR, --kafka, or both")
+    out = Path(args.out) if args.out else None
+    summary: dict[str, Any] = {}
+    events: list[Any]
     if args.kind == "starter":
         from ingest.simulate.starter import starter_events
 
         events = starter_events(seed=args.seed)
-        with (out / "events.jsonl").open("w", encoding="utf-8") as handle:
-            for event in events:
-                handle.write(event.model_dump_json() + "\n")
-        print(json.dumps({"events": len(events), "out": str(out)}))
-        return 0
-    if args.kind == "ops":
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            with (out / "events.jsonl").open("w", encoding="utf-8") as handle:
+                for event in events:
+                    handle.write(event.model_dump_json() + "\n")
+    elif args.kind == "ops":
         from dataclasses import replace
 
-        from ingest.simulate.ops import OpsSimConfig, simulate_ops, write_scenario
+        from ingest.simulate.ops import OpsSimConfig, simulate_ops
+        from ingest.simulate.ops import write_scenario as write_ops
 
         config = OpsSimConfig(seed=args.seed)
         if args.services:
             config = replace(config, min_services=args.services, max_services=args.services)
         scenario = simulate_ops(config)
-        write_scenario(scenario, out)
-        print(json.dumps({"events": len(scenario.events), "cases": len(scenario.cases), "out": str(out)}))
-        return 0
-    return _simulate_payments(args, out)
+        events, summary["cases"] = scenario.events, len(scenario.cases)
+        if out is not None:
+            write_ops(scenario, out)
+    else:
+        from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
+        from ingest.simulate.payments import write_scenario as write_payments
 
-
-def _simulate_payments(args: argparse.Namespace, out: Path) -> int:
-    from ingest.simulate.payments import PaymentsSimConfig, simulate_payments, write_scenario
-
-    scenario = simulate_payments(PaymentsSimConfig(seed=args.seed))
-    write_scenario(scenario, out)
-    print(json.dumps({"events": len(scenario.events), "labels": len(scenario.labels), "out": str(out)}))
+        payments = simulate_payments(PaymentsSimConfig(seed=args.seed))
+        events, summary["labels"] = payments.events, len(payments.labels)
+        if out is not None:
+            write_payments(payments, out)
+    summary["events"] = len(events)
+    if out is not None:
+        summary["out"] = str(out)
+    if args.kafka:
+        summary["kafka"] = _send_to_kafka(_settings(args), (e.model_dump_json().encode() for e in events),
+                                          rate=args.rate)
+    print(json.dumps(summary))
     return 0
 
 
@@ -441,11 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("produce", cmd_produce, "send a JSONL file of events to Kafka with the right keys")
     p.add_argument("file")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (default 0: as fast as possible)")
 
     p = command("simulate", cmd_simulate, "generate a scenario with ground truth (events.jsonl + cases/labels)")
     p.add_argument("kind", choices=["starter", "ops", "payments"])
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="folder for events.jsonl and the ground truth (cases.jsonl / labels.jsonl)")
+    p.add_argument("--kafka", action="store_true", help="stream the events to the configured Kafka topics")
+    p.add_argument("--rate", type=float, default=0.0, help="--kafka: events per second (default 0: unpaced)")
     p.add_argument("--services", type=int, default=0, help="ops: exact number of services (default: 10-40)")
 
     p = command("train", cmd_train, "train a model on simulated data (seeds disjoint from evaluation seeds)")

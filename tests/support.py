@@ -8,6 +8,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
 
 from server.settings import KafkaSettings, Settings, Topics
 
@@ -68,3 +71,24 @@ def start_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) ->
         process = subprocess.Popen([sys.executable, "-m", "server.cli", *args], cwd=REPO, env=clean, stdout=sink,
                                    stderr=subprocess.STDOUT)
     return process, out
+
+
+def topic_records(bootstrap: str, topic: str, partitions: int) -> tuple[int, list[Any]]:
+    """Every record of a topic, read from the beginning of each partition: (records the broker holds, records
+    read). The two differ only when reading stopped early."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5_000)
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        ends = consumer.end_offsets(assigned)
+        consumer.seek_to_beginning()
+        total = sum(ends.values())
+        records: list[Any] = []
+        while len(records) < total:
+            batch = consumer.poll(timeout_ms=5_000)
+            if not batch:
+                break
+            records += [r for part in batch.values() for r in part]
+        return total, records
+    finally:
+        consumer.close()

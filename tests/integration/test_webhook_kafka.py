@@ -4,37 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from kafka import KafkaConsumer, TopicPartition
-
 from ingest.kafka import ensure_topics, make_producer
 from schema.events import AlertEvent
 from schema.store import NodeRef
 from server.host import build_kafka_host
 from server.webhook import ProducerAlertSink, WebhookServer
-from tests.support import make_settings, wait_until
+from tests.support import make_settings, topic_records, wait_until
 from tests.unit.test_webhook import STARTED, TWO, _alert, payload, post
 
 TOKEN = "am-integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _topic_records(bootstrap: str, topic: str, partitions: int) -> tuple[int, list]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5_000)
-    try:
-        assigned = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(assigned)
-        ends = consumer.end_offsets(assigned)
-        consumer.seek_to_beginning()
-        total = sum(ends.values())
-        records: list = []
-        while len(records) < total:
-            batch = consumer.poll(timeout_ms=5_000)
-            if not batch:
-                break
-            records += [r for part in batch.values() for r in part]
-        return total, records
-    finally:
-        consumer.close()
 
 
 def _alert_rels(driver, fingerprint: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -56,7 +35,7 @@ def test_webhook_alerts_are_acknowledged_by_kafka_then_land_in_neo4j(neo4j_store
         status, _, body = post(webhook.port, TWO, headers=AUTH)
         assert (status, body["accepted"]) == (200, 2)
         # Answered only after the broker acknowledged: both records are in the log already, no waiting.
-        total, records = _topic_records(kafka_bootstrap, topic, 4)
+        total, records = topic_records(kafka_bootstrap, topic, 4)
         assert total == 2
         by_key = {r.key: AlertEvent.model_validate_json(r.value) for r in records}
         assert sorted(by_key) == [b"cart", b"payments"]
@@ -79,7 +58,7 @@ def test_webhook_alerts_are_acknowledged_by_kafka_then_land_in_neo4j(neo4j_store
 
         wait_until(resolved_in_graph, timeout_s=90, what="the resolved notification in Neo4j")
         assert neo4j_store.count("Alert") == 2
-        assert _topic_records(kafka_bootstrap, topic, 4)[0] == 5
+        assert topic_records(kafka_bootstrap, topic, 4)[0] == 5
         assert by_key[b"cart"].labels["alertname"] == "CartErrors"
     finally:
         webhook.stop()
