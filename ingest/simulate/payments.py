@@ -68,6 +68,11 @@ class PaymentsSimConfig:
     reporting_threshold: float = 10_000.0
     currency: str = "EUR"
 
+    def __post_init__(self) -> None:
+        if self.days < 3 or not 0 <= self.history_days < self.days:
+            raise ValueError(f"payments simulation needs days >= 3 and 0 <= history_days < days, got "
+                             f"days={self.days}, history_days={self.history_days}")
+
 
 @dataclass
 class PaymentsScenario:
@@ -236,7 +241,7 @@ def _normal(b: _Builder) -> None:
     for i in range(cfg.landlords):
         landlord = f"L{cfg.seed}-{i:03d}"
         tenants = rng.sample(people, rng.randint(3, 9))
-        rent_day = rng.randint(0, 3)
+        rent_day = rng.randint(0, min(3, cfg.days - 3))  # the bank transfer two days later stays inside
         total = 0.0
         for tenant in tenants:
             rent = rng.uniform(400, 1500)

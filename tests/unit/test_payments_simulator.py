@@ -101,3 +101,16 @@ def test_laundering_uses_the_channels_people_use(scenario) -> None:
         share[fraud] = sum(t.channel == "transfer" for t in chosen) / len(chosen)
     assert abs(share[True] - share[False]) < 0.1, share
     assert 0.2 < share[False] < 0.4
+
+
+def test_short_simulations_run_and_impossible_ones_say_why() -> None:
+    short = simulate_payments(PaymentsSimConfig(seed=4, accounts=120, merchants=10, employers=3, landlords=4,
+                                                utilities=2, days=4, history_days=1, rings_per_kind=1,
+                                                identity_rings=1, account_takeovers=1))
+    assert short.events and short.labels
+    end = PaymentsSimConfig().start + timedelta(days=4)
+    rent = [e for e in short.events if getattr(e, "dst", "").startswith("BANK")]
+    assert rent and all(e.at < end for e in rent)  # the landlords' bank transfers stay inside the 4 days
+    for bad in ({"days": 2}, {"days": 5, "history_days": 5}, {"history_days": -1}):
+        with pytest.raises(ValueError, match="days"):
+            PaymentsSimConfig(**bad)  # type: ignore[arg-type]
