@@ -58,13 +58,14 @@ def starter_events(seed: int = 7, start: datetime | None = None, minutes: int = 
                              name="PaymentsLatencyHigh", severity="critical", service="payments",
                              annotations={"summary": "p99 latency above SLO"}))
     accounts = [f"acct-{i:03d}" for i in range(20)]
-    for i, account in enumerate(accounts):
-        events.append(IdentityEvent(id=f"id-{account}", at=start, account=account, kind="device",
-                                    value=f"dev-{i // 2}"))
+    # Two accounts per device (a couple sharing a phone): too few to look like a shared-identity ring.
+    device_of = {account: f"dev-{i // 2}" for i, account in enumerate(accounts)}
+    for account, device in device_of.items():
+        events.append(IdentityEvent(id=f"id-{account}", at=start, account=account, kind="device", value=device))
     for n in range(60):
         src, dst = rng.sample(accounts, 2)
         amount = round(large_amount * 1.5, 2) if n % 20 == 7 else round(rng.uniform(5, 300), 2)
         events.append(TransactionEvent(id=f"tx-{n:04d}", at=start + timedelta(seconds=20 * n), src=src, dst=dst,
-                                       amount=amount, currency="EUR", channel="p2p", device=f"dev-{rng.randint(0, 9)}"))
+                                       amount=amount, currency="EUR", channel="p2p", device=device_of[src]))
     events.sort(key=lambda e: e.at)
     return events

@@ -145,3 +145,20 @@ def test_a_record_the_store_refuses_goes_to_the_dead_letter_topic() -> None:
 @pytest.mark.parametrize("offset", [0, 5])
 def test_source_record_names_its_partition(offset: int) -> None:
     assert SourceRecord("sleuth.logs", 3, offset, b"").source == "sleuth.logs/3"
+
+
+def test_the_starter_stream_holds_no_fraud_ring() -> None:
+    """Its accounts share devices two by two (couples), which is normal: the full detector set (rules, TGN,
+    matcher, shared identities) must not call that a ring."""
+    from server.host import build_detectors
+    from server.settings import Settings
+
+    bus, store = InProcessBus(partitions=1), MemoryGraphStore()
+    produced = _feed(bus)
+    engine = RulesEngine()
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), build_detectors(Settings(), engine, store),
+                        findings=BusFindings(bus, "findings"))
+    runner = PipelineRunner(bus.consumer("g", [TOPIC]), pipeline, RunnerConfig(max_records=500, max_ms=50))
+    assert runner.drain() == produced
+    assert store.count("Transaction") == 60
+    assert store.count("FraudRing") == 0
