@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from schema.graph import check_property_name, node_spec, rel_spec
@@ -192,6 +192,36 @@ class TimeWindow:
         return (self.until is None or lo < self.until) and (self.since is None or hi >= self.since)
 
 
+def slice_count(window: TimeWindow, slice_seconds: int) -> int:
+    """How many slices of ``slice_seconds`` cover a bounded window (the last one may be partial)."""
+    if window.since is None or window.until is None:
+        raise ValueError("slicing needs a bounded window")
+    if slice_seconds <= 0:
+        raise ValueError(f"slice_seconds must be positive, got {slice_seconds}")
+    span = window.until - window.since
+    step = timedelta(seconds=slice_seconds)
+    return max(1, -(-span // step))
+
+
+def slice_index(at: datetime, since: datetime, slice_seconds: int) -> int:
+    """The slice that ``at`` falls in, counted from ``since``; exact to the microsecond (no float rounding),
+    so every back end puts a time on a slice boundary into the same slice."""
+    return (at - since) // timedelta(seconds=slice_seconds)
+
+
+@dataclass(frozen=True)
+class LogSlices:
+    """One node's log lines per slice of a window, summed over its templates (``EMITTED`` counts).
+
+    ``new_*`` count only lines of templates first seen inside the window (templates are mined globally, so
+    "new" means new anywhere)."""
+
+    total: tuple[float, ...]
+    errors: tuple[float, ...]
+    new_total: tuple[float, ...]
+    new_errors: tuple[float, ...]
+
+
 @runtime_checkable
 class GraphStore(Protocol):
     """What the pipeline, detectors and the API need from a graph back end."""
@@ -231,6 +261,11 @@ class GraphStore(Protocol):
         """Relationships of one type leaving (``out``) or entering (``in``) any of ``refs``, each with its far
         node, in one read. With a window, only those whose time falls in it (see ``schema.graph.window_basis``).
         At most ``limit`` hops are returned; readers that must bound their work pass a limit."""
+
+    def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
+        """Per-slice sums of the ``EMITTED`` counts of Service/Instance ``refs`` whose bucket lies in the bounded
+        window, aggregated where the data is (one read, one row per node whatever the number of templates and
+        buckets). Slices follow :func:`slice_index` and :func:`slice_count`; nodes without lines are absent."""
 
     def neighbourhood(
         self,

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from schema.store import GraphStore, Hop, NodeRef, Rel, TimeWindow
+from schema.store import GraphStore, Hop, LogSlices, NodeRef, Rel, TimeWindow, slice_count, slice_index
+
+_R = TypeVar("_R")
 
 #: Candidate kinds, in feature order.
 KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
@@ -189,8 +192,10 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
         if not frontier:
             break
         grown: list[NodeRef] = []
-        for direction in ("out", "in"):
-            for h in store.expand(frontier, "CALLS", direction, window):
+        outward, inward = _concurrently(lambda f=frontier: store.expand(f, "CALLS", "out", window),
+                                        lambda f=frontier: store.expand(f, "CALLS", "in", window))
+        for direction_hops in (outward, inward):
+            for h in direction_hops:
                 call_rels[(h.rel.start, h.rel.end)] = h.rel
                 other = h.node.ref
                 if other not in hop and depth < cfg.hops and len(hop) < cfg.max_services:
@@ -227,9 +232,30 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     for h in store.expand(services, "INSTANCE_OF", "in", window):
         inst_edges.append((add(h.node.ref), index[h.near]))
         instances.append(h.node.ref)
-    for h in store.expand(instances, "RUNS_ON", "out", window):
+    # Independent reads run concurrently (the store's reads are thread-safe; a database serves them on
+    # several cores). Results are combined in the order a sequential reader would see them, so node indices
+    # and features do not depend on timing.
+    n_slices = slice_count(window, 60 * cfg.slice_minutes)
+    slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
+    slice_s = 60 * cfg.slice_minutes
+    entities = [*services, *dict.fromkeys(instances)]
+    runs_on, changed, anomaly_hops, alert_hops, service_logs, instance_logs = _concurrently(
+        lambda: store.expand(instances, "RUNS_ON", "out", window),
+        lambda: store.expand(entities, "CHANGED", "in", window),
+        lambda: store.expand(entities, "ON", "in", window),
+        lambda: store.expand(entities, "FIRED_ON", "in", window),
+        lambda: store.log_slices(services, window, slice_s),
+        lambda: store.log_slices(instances, window, slice_s),
+    )
+    for h in runs_on:
         host_edges.append((index[h.near], add(h.node.ref)))
-    for h in store.expand(list(refs), "CHANGED", "in", window):
+    hosts = [r for r in refs if r.label == "Host"]
+    host_changed, host_anomalies, host_alerts = _concurrently(
+        lambda: store.expand(hosts, "CHANGED", "in", window),
+        lambda: store.expand(hosts, "ON", "in", window),
+        lambda: store.expand(hosts, "FIRED_ON", "in", window),
+    ) if hosts else ([], [], [])
+    for h in [*changed, *host_changed]:
         at = h.node.props.get("at")
         if at is None:
             continue
@@ -239,17 +265,13 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
         change_edges.append((c, index[h.near]))
     inst_edges, host_edges, change_edges = sorted(set(inst_edges)), sorted(set(host_edges)), sorted(set(change_edges))
 
-    # 3. Signals of every candidate: anomalies, alerts and log template counts, one read per kind.
-    n_slices = max(1, math.ceil((window.until - window.since).total_seconds() / (60 * cfg.slice_minutes)))
-    slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
-    observed = [r for r in refs if r.label != "Change"]
-    anomalies = _by_near(store.expand(observed, "ON", "in", window))
-    alerts = _by_near(store.expand(observed, "FIRED_ON", "in", window))
-    emitted = _by_near(store.expand([r for r in observed if r.label in ("Service", "Instance")], "EMITTED", "out",
-                                    window))
+    # 3. Signals of every candidate: anomalies, alerts and log template counts (read above, one read per kind).
+    anomalies = _by_near([*anomaly_hops, *host_anomalies])
+    alerts = _by_near([*alert_hops, *host_alerts])
+    logs = {**service_logs, **instance_logs}
     signals = [
         _signals(ref, window, slices, cfg, change_at.get(i), anomalies.get(ref, ()), alerts.get(ref, ()),
-                 emitted.get(ref, ()))
+                 logs.get(ref))
         for i, ref in enumerate(refs)
     ]
 
@@ -285,6 +307,14 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     )
 
 
+def _concurrently(*reads: Callable[[], _R]) -> list[_R]:
+    """Run independent store reads at once and return their results in argument order (exceptions propagate)."""
+    if len(reads) == 1:
+        return [reads[0]()]
+    with ThreadPoolExecutor(max_workers=len(reads), thread_name_prefix="rca-read") as pool:
+        return [f.result() for f in [pool.submit(read) for read in reads]]
+
+
 def _edge_tensor(pairs: list[tuple[int, int]]) -> torch.Tensor:
     if not pairs:
         return torch.zeros((2, 0), dtype=torch.long)
@@ -295,8 +325,7 @@ def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> i
     assert window.since is not None
     if not window.contains(at):
         return None
-    k = int((at - window.since).total_seconds() // (60 * cfg.slice_minutes))
-    return min(k, n - 1)
+    return min(slice_index(at, window.since, 60 * cfg.slice_minutes), n - 1)
 
 
 def _by_near(hops: list[Hop]) -> dict[NodeRef, list[Hop]]:
@@ -308,7 +337,7 @@ def _by_near(hops: list[Hop]) -> dict[NodeRef, list[Hop]]:
 
 def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
              change_at: datetime | None, anomalies: Sequence[Hop], alerts: Sequence[Hop],
-             emitted: Sequence[Hop]) -> NodeSignals:
+             logs: LogSlices | None) -> NodeSignals:
     """Per-slice signals of one candidate from the hops read for it (all already inside the window)."""
     T = len(slices)
     sig = NodeSignals(
@@ -339,21 +368,11 @@ def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: Feat
         at = h.node.props.get("at")
         if at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
             sig.alerts[k] += 1
-    assert window.since is not None
-    for h in emitted:
-        bucket = h.rel.props.get("bucket")
-        k = _slice_of(bucket, window, cfg, T) if bucket is not None else None
-        if k is None:
-            continue
-        count = float(h.rel.props.get("count", 0) or 0)
-        errors = float(h.rel.props.get("errors", 0) or 0)
-        sig.log_total[k] += count
-        sig.log_errors[k] += errors
-        # A template first seen inside the window (anywhere: templates are mined globally) is new.
-        first = h.node.props.get("first_seen")
-        if first is not None and first >= window.since:
-            sig.new_tpl[k] += count
-            sig.new_tpl_errors[k] += errors
+    if logs is not None:  # summed per slice by the store (see GraphStore.log_slices)
+        sig.log_total[:] = logs.total
+        sig.log_errors[:] = logs.errors
+        sig.new_tpl[:] = logs.new_total
+        sig.new_tpl_errors[:] = logs.new_errors
     return sig
 
 

@@ -185,6 +185,31 @@ EXPAND_HOPS: dict[tuple[str, str, str], str] = {
     if spec.label in labels
 }
 
+def _log_slices(spec: NodeSpec) -> str:
+    # Slice index in whole nanoseconds from $since (integer division), exactly schema.store.slice_index.
+    return (
+        "UNWIND $keys AS key\n"
+        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->(t:LogTemplate)\n"
+        "WHERE r.bucket >= $since AND r.bucket < $until\n"
+        "WITH key, r, t, duration.inSeconds($since, r.bucket) AS d\n"
+        "WITH key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k,\n"
+        "     toFloat(coalesce(r.count, 0)) AS c, toFloat(coalesce(r.errors, 0)) AS e,\n"
+        "     coalesce(t.first_seen >= $since, false) AS fresh\n"
+        "WITH key, k, sum(c) AS total, sum(e) AS errors,\n"
+        "     sum(CASE WHEN fresh THEN c ELSE 0.0 END) AS new_total,\n"
+        "     sum(CASE WHEN fresh THEN e ELSE 0.0 END) AS new_errors\n"
+        "RETURN key, collect([k, total, errors, new_total, new_errors]) AS slices"
+    )
+
+
+#: Per-slice log line sums of Service/Instance nodes (``GraphStore.log_slices``), aggregated in the database:
+#: a window of an hour holds tens of thousands of template buckets, which cost seconds as driver records.
+LOG_SLICES: dict[str, str] = {
+    spec.label: _log_slices(spec)
+    for rel in RELS if rel.type == "EMITTED"
+    for spec in NODES if spec.label in rel.starts
+}
+
 #: Retention: event nodes by their time property, in bounded transactions.
 DELETE_OLD_NODES: dict[str, str] = {
     spec.label: (

@@ -14,7 +14,21 @@ from datetime import datetime
 from typing import Any
 
 from schema.graph import NODE_SPECS, node_spec, rel_spec, window_basis
-from schema.store import GraphBatch, Hop, Node, NodeRef, NodeRow, Rel, RelRow, Subgraph, TimeWindow, check_hop_direction
+from schema.store import (
+    GraphBatch,
+    Hop,
+    LogSlices,
+    Node,
+    NodeRef,
+    NodeRow,
+    Rel,
+    RelRow,
+    Subgraph,
+    TimeWindow,
+    check_hop_direction,
+    slice_count,
+    slice_index,
+)
 
 _RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
 
@@ -191,6 +205,28 @@ class MemoryGraphStore:
                     if len(found) >= limit:
                         return found
         return found
+
+    def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
+        n = slice_count(window, slice_seconds)
+        assert window.since is not None
+        since = window.since
+        emitters = set(rel_spec("EMITTED").starts)
+        sums: dict[NodeRef, list[list[float]]] = {}
+        for hop in self.expand([r for r in refs if r.label in emitters], "EMITTED", "out", window):
+            bucket = hop.rel.props.get("bucket")
+            if bucket is None:
+                continue
+            k = slice_index(bucket, since, slice_seconds)
+            acc = sums.setdefault(hop.near, [[0.0] * n for _ in range(4)])
+            count = float(hop.rel.props.get("count") or 0)
+            errors = float(hop.rel.props.get("errors") or 0)
+            acc[0][k] += count
+            acc[1][k] += errors
+            first = hop.node.props.get("first_seen")
+            if first is not None and first >= since:
+                acc[2][k] += count
+                acc[3][k] += errors
+        return {ref: LogSlices(*(tuple(a) for a in acc)) for ref, acc in sums.items()}
 
     def neighbourhood(
         self,

@@ -22,7 +22,18 @@ from ingest.errors import StoreError, StoreRejected, StoreUnavailable
 from ingest.store import cypher
 from schema.constraints import STATEMENTS
 from schema.graph import NODE_SPECS, node_spec, rel_spec
-from schema.store import GraphBatch, Hop, Node, NodeRef, Rel, Subgraph, TimeWindow, check_hop_direction
+from schema.store import (
+    GraphBatch,
+    Hop,
+    LogSlices,
+    Node,
+    NodeRef,
+    Rel,
+    Subgraph,
+    TimeWindow,
+    check_hop_direction,
+    slice_count,
+)
 
 T = TypeVar("T")
 
@@ -243,6 +254,26 @@ class Neo4jGraphStore:
             if len(hops) >= limit:
                 break
         return hops
+
+    def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
+        n = slice_count(window, slice_seconds)
+        by_label: dict[str, list[str]] = {}
+        for ref in dict.fromkeys(refs):
+            by_label.setdefault(ref.label, []).append(ref.key)
+        found: dict[NodeRef, LogSlices] = {}
+        for label, keys in by_label.items():
+            statement = cypher.LOG_SLICES.get(label)
+            if statement is None:  # this label emits no log lines
+                continue
+            records = self._read("log slices", statement, keys=keys, since=window.since, until=window.until,
+                                 slice_ns=slice_seconds * 1_000_000_000)
+            for record in records:
+                acc = [[0.0] * n for _ in range(4)]
+                for k, *sums in record["slices"]:
+                    for column, value in zip(acc, sums, strict=True):
+                        column[k] = value
+                found[NodeRef(label, record["key"])] = LogSlices(*(tuple(a) for a in acc))
+        return found
 
     def neighbourhood(
         self,

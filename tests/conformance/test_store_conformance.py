@@ -148,6 +148,40 @@ def test_expand_follows_one_type_from_many_nodes_with_the_schema_window_rule(sto
     assert len(store.expand(services, "ON", "in", limit=2)) == 2
 
 
+def test_log_slices_sum_template_counts_per_slice_in_the_database(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    b = BatchBuilder()
+    co, inst = b.node("Service", "checkout"), b.node("Instance", "payments-0")
+    for emitter, template, at, count, errors in (
+        (co, "T1", T0 - timedelta(minutes=2), 9, 9),  # before the window: makes T1 an old template
+        (co, "T1", T0, 2, 1),
+        (co, "T2", T0 + timedelta(minutes=2), 5, 0),  # T2 is first seen inside the window: new
+        (co, "T2", T0 + timedelta(minutes=5), 1, 1),
+        (inst, "T1", T0 + timedelta(minutes=2), 4, 0),
+    ):
+        b.rel("EMITTED", emitter, b.node("LogTemplate", template, seen=at), key={"bucket": at},
+              add={"count": count, "errors": errors}, seen=at)
+    store.write(b.build())
+    # Half a millisecond past a minute: T0 lies 119.9995 s into the window, still slice 0 (a reader that
+    # truncates times to milliseconds would put it in slice 1).
+    since = T0 - timedelta(minutes=2) + timedelta(microseconds=500)
+    window = TimeWindow(since, since + timedelta(minutes=7))
+    refs = [NodeRef("Service", n) for n in ("checkout", "payments", "ghost")] + [
+        NodeRef("Instance", "payments-0"), NodeRef("Host", "node-1")]
+
+    got = store.log_slices(refs, window, 120)
+    assert set(got) == {NodeRef("Service", "checkout"), NodeRef("Instance", "payments-0")}
+    checkout = got[NodeRef("Service", "checkout")]
+    assert checkout.total == (2.0, 5.0, 0.0, 1.0)
+    assert checkout.errors == (1.0, 0.0, 0.0, 1.0)
+    assert checkout.new_total == (0.0, 5.0, 0.0, 1.0)
+    assert checkout.new_errors == (0.0, 0.0, 0.0, 1.0)
+    assert got[NodeRef("Instance", "payments-0")].total == (0.0, 4.0, 0.0, 0.0)
+    assert store.log_slices(refs, TimeWindow(T0 + timedelta(hours=1), T0 + timedelta(hours=2)), 120) == {}
+    with pytest.raises(ValueError):
+        store.log_slices(refs, TimeWindow(since, None), 120)
+
+
 def test_neighbourhood_by_hops_and_window(store: GraphStore) -> None:
     store.write(_topology(T0))
     late = BatchBuilder()
