@@ -42,6 +42,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "is_symptom", "anom_relative", "log_callers", "log_callees", "calls_error_ratio", "change_lead",
     "slice_position",
 )
+#: Absolute signals that also get a baseline-relative copy (see :func:`_relative`), in this order.
+RELATIVE_SOURCES: tuple[str, ...] = (
+    "anom_latency", "anom_error", "anom_cpu", "anom_memory", "anom_up", "anom_other", "anom_count",
+    "log_errors", "log_total", "new_tpl_lines", "new_tpl_errors", "alerts",
+)
+FEATURE_NAMES = (*FEATURE_NAMES, *(f"rel_{n}" for n in RELATIVE_SOURCES), "log_gap")
 N_FEATURES = len(FEATURE_NAMES)
 
 
@@ -408,7 +414,122 @@ def _features(refs: list[NodeRef], kinds: list[str], signals: list[NodeSignals],
         if i in change_at:
             x[:, i, 22] = (ref_time - change_at[i]).total_seconds() / 1800.0
     x[:, :, 23] = (np.arange(T, dtype=np.float32) / max(1, T - 1))[:, None]
+    _relative(x)
     return torch.from_numpy(x)
+
+
+_REL_SRC = [FEATURE_NAMES.index(n) for n in RELATIVE_SOURCES]
+_REL_DST = [FEATURE_NAMES.index(f"rel_{n}") for n in RELATIVE_SOURCES]
+_LOG_SOURCES = ("log_errors", "log_total", "new_tpl_lines", "new_tpl_errors")
+_LOG_SRC = [FEATURE_NAMES.index(n) for n in _LOG_SOURCES]
+_LOG_DST = [FEATURE_NAMES.index(f"rel_{n}") for n in _LOG_SOURCES]
+_OTHER_SRC = [FEATURE_NAMES.index(n) for n in RELATIVE_SOURCES if n not in _LOG_SOURCES]
+_OTHER_DST = [FEATURE_NAMES.index(f"rel_{n}") for n in RELATIVE_SOURCES if n not in _LOG_SOURCES]
+_LOG_GAP = FEATURE_NAMES.index("log_gap")
+
+
+def _relative(x: np.ndarray) -> None:
+    """Fill the derived features in place.
+
+    ``rel_*``: each signal minus the node's own median over the first half of the window's slices (its
+    baseline before the incident). A node that is always noisy (chronic error logs, frequent anomalies) has
+    a high absolute level but a flat relative one; a node that goes wrong near the onset stands out in both.
+    The features stay inductive: the baseline is the node's own, not its identity.
+
+    Slices where nothing in the whole subgraph reported are collection gaps, not quiet: they stay out of the
+    baseline and get no relative signal. Logs are judged on their own (log shipping is often batched, so
+    a slice can hold metrics but no log line anywhere), and such slices are flagged in ``log_gap``."""
+    T = x.shape[0]
+    if x.shape[1] == 0:
+        return
+    logs = x[:, :, _LOG_SRC].reshape(T, -1).max(axis=1) > 0  # [T]: any log line anywhere
+    x[:, :, _LOG_GAP] = (~logs & logs.any()).astype(np.float32)[:, None]
+    if T < 2:
+        return
+    observed = x[:, :, _REL_SRC].reshape(T, -1).max(axis=1) > 0
+    half = np.arange(T) < max(1, T // 2)
+    for src, dst, seen in ((_OTHER_SRC, _OTHER_DST, observed), (_LOG_SRC, _LOG_DST, logs)):
+        ref_slices = half & seen
+        if not ref_slices.any():
+            ref_slices = half
+        base = np.median(x[ref_slices][:, :, src], axis=0)  # [N, len(src)]
+        rel = x[:, :, src] - base[None, :, :]
+        rel[~seen] = 0.0
+        x[:, :, dst] = rel
+
+
+#: Features read from logs (absolute ones; their ``rel_*`` copies follow from :func:`_relative`).
+LOG_FEATURES: tuple[str, ...] = _LOG_SOURCES
+#: Metric groups that have a known name (latency, error, cpu, memory, up); the last group is "other".
+NAMED_METRIC_FEATURES: tuple[str, ...] = ("anom_latency", "anom_error", "anom_cpu", "anom_memory", "anom_up")
+
+
+def without_logs(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
+    """A copy of ``x`` as it would be if ``nodes`` (a boolean mask over nodes) shipped no logs.
+
+    Training augmentation: real systems have services whose logs are not collected, or none at all."""
+    out = x.numpy().copy()
+    cols = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
+    sub = out[:, nodes, :]
+    sub[:, :, cols] = 0.0
+    out[:, nodes, :] = sub
+    _relative(out)
+    return torch.from_numpy(out)
+
+
+def log_gaps(x: torch.Tensor, slices: np.ndarray) -> torch.Tensor:
+    """A copy of ``x`` as it would be if no log line of ``slices`` (a boolean mask over slices) had arrived
+    anywhere. Training augmentation: log shipping is often batched or lags, and leaves gaps."""
+    out = x.numpy().copy()
+    cols = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
+    sub = out[slices]
+    sub[:, :, cols] = 0.0
+    out[slices] = sub
+    _relative(out)
+    return torch.from_numpy(out)
+
+
+def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float) -> torch.Tensor:
+    """A copy of ``x`` as it would be with every log count multiplied by ``log_factor`` and every anomaly
+    score by ``anomaly_factor``. Training augmentation: log volume and anomaly score magnitudes differ
+    from one system to the next, so the ranking should not hinge on their absolute scale."""
+    out = x.numpy().copy()
+    logs = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
+    anomalies = [FEATURE_NAMES.index(n) for n in (*NAMED_METRIC_FEATURES, "anom_other")]
+    for cols, k in ((logs, log_factor), (anomalies, anomaly_factor)):
+        out[:, :, cols] = np.log1p(np.expm1(out[:, :, cols]) * k)
+    _relative(out)
+    return torch.from_numpy(out)
+
+
+#: Features read from metric anomalies.
+METRIC_FEATURES: tuple[str, ...] = (*NAMED_METRIC_FEATURES, "anom_other", "anom_count", "anom_relative")
+
+
+def without_metrics(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
+    """A copy of ``x`` as it would be if ``nodes`` reported no metrics of their own. Training augmentation:
+    in many deployments only instances (pods) are scraped, and services have no metrics of their own."""
+    out = x.numpy().copy()
+    cols = [FEATURE_NAMES.index(n) for n in METRIC_FEATURES]
+    sub = out[:, nodes, :]
+    sub[:, :, cols] = 0.0
+    out[:, nodes, :] = sub
+    _relative(out)
+    return torch.from_numpy(out)
+
+
+def unnamed_metrics(x: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:
+    """A copy of ``x`` as it would be if the metrics of ``groups`` (indices into
+    :data:`NAMED_METRIC_FEATURES`) had names the extraction does not know: their anomalies land in the
+    "other" group. Training augmentation: real exporters name metrics in their own ways."""
+    out = x.numpy().copy()
+    other = FEATURE_NAMES.index("anom_other")
+    for g in groups:
+        col = FEATURE_NAMES.index(NAMED_METRIC_FEATURES[g])
+        out[:, :, other] = np.maximum(out[:, :, other], out[:, :, col])
+        out[:, :, col] = 0.0
+    _relative(out)
+    return torch.from_numpy(out)
 
 
 def propagation_path(graph: IncidentGraph, cause: int) -> list[str]:

@@ -85,7 +85,9 @@ class RcaGnn(nn.Module):
 
     def forward(self, x: torch.Tensor, edges: dict[str, torch.Tensor]) -> torch.Tensor:
         """``x``: [T, N, F] per-slice features; ``edges``: type -> [2, E]. Returns scores [N]."""
-        T, N, _ = x.shape
+        T, N, F = x.shape
+        if F > self.config.in_features:  # a model trained before features were appended uses the first ones
+            x = x[..., : self.config.in_features]
         h = self.encode(x).reshape(T * N, -1)
         # All slices at once: slice t's copy of node i is node t*N+i (the same edges in every slice).
         offsets = torch.arange(T, dtype=torch.long).repeat_interleave(1) * N

@@ -109,6 +109,14 @@ class OpsSimConfig:
     #: Fraction of services whose normal log lines carry free-text tokens that template mining does not
     #: mask (names, keys), so they keep producing never-seen templates with no fault at all.
     template_churn_frac: float = 0.0
+    #: Fraction of services whose logs are not collected at all (no normal, error or fault lines): real
+    #: systems have services without log shipping, and some have none anywhere.
+    silent_service_frac: float = 0.0
+    #: Probability that a whole scenario has no logs (only metrics, traces, alerts and changes).
+    silent_scenario_prob: float = 0.0
+    #: Probability that each metric (per entity kind) is exported under an unfamiliar name, as real
+    #: exporters name them in their own ways: a model cannot rely on recognising metric names.
+    renamed_metric_prob: float = 0.0
     start: datetime = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
     def __post_init__(self) -> None:
@@ -121,8 +129,11 @@ class OpsSimConfig:
             raise ValueError("faults must end inside their segment")
         if self.start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
-        if not 0.0 <= self.noisy_service_frac <= 1.0 or not 0.0 <= self.short_segment_prob <= 1.0:
-            raise ValueError("noisy_service_frac and short_segment_prob are fractions")
+        fractions = (self.noisy_service_frac, self.short_segment_prob, self.silent_service_frac,
+                     self.silent_scenario_prob, self.renamed_metric_prob)
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError("noisy_service_frac, short_segment_prob, silent_service_frac, silent_scenario_prob "
+                             "and renamed_metric_prob are fractions")
         if not 4 <= self.short_segment_minutes[0] <= self.short_segment_minutes[1] <= self.segment_minutes:
             raise ValueError("short segments need 4 <= min <= max <= segment_minutes")
 
@@ -282,6 +293,24 @@ class _Simulation:
         if config.log_volume_sigma > 0:
             self.log_rate *= np.minimum(30.0, np.exp(np.random.default_rng(config.seed + 7).normal(
                 0, config.log_volume_sigma, nS)))
+        # Services whose logs are not collected (their own generator: the defaults draw nothing from it).
+        self.silent = np.zeros(nS, dtype=bool)
+        if config.silent_service_frac > 0 or config.silent_scenario_prob > 0:
+            srng = np.random.default_rng(config.seed + 13)
+            if srng.random() < config.silent_scenario_prob:
+                self.silent[:] = True
+            else:
+                self.silent = srng.random(nS) < config.silent_service_frac
+        #: (entity kind, metric) -> exported name; unfamiliar names are opaque (``metric_NN``).
+        self.metric_names: dict[tuple[str, str], str] = {}
+        if config.renamed_metric_prob > 0:
+            mrng = random.Random(config.seed + 17)
+            pairs = [(k, m) for k in ("service", "instance", "host")
+                     for m in ("latency_ms", "error_rate", "requests", "cpu", "memory", "up", "net_rtt_ms")]
+            codes = mrng.sample(range(100), len(pairs))
+            for pair, code in zip(pairs, codes, strict=True):
+                if mrng.random() < config.renamed_metric_prob:
+                    self.metric_names[pair] = f"metric_{code:02d}"
         # Fault effects, per minute.
         T = self.T
         self.lat_mult = np.ones((nI, T))
@@ -304,6 +333,10 @@ class _Simulation:
         return self.cfg.start + timedelta(seconds=seconds)
 
     def emit(self, event: EventBase) -> None:
+        if self.metric_names and isinstance(event, MetricEvent):
+            renamed = self.metric_names.get((event.entity_kind, event.metric))
+            if renamed is not None:
+                event = event.model_copy(update={"metric": renamed})
         self.events.append((event.at, len(self.events), event))
 
     def add_log(self, i: int, t: int, level: str, message: str, count: int = 1) -> None:
@@ -353,7 +386,8 @@ class _Simulation:
             self.lat_mult[insts, a:b] *= mult
             for t in range(a, b):
                 for i in insts:
-                    self.add_log(i, t, "WARN", f"slow query on {name}_db took {int(self.lat_base[f.service] * mult * 10)} ms", 2)
+                    took = int(self.lat_base[f.service] * mult * 10)
+                    self.add_log(i, t, "WARN", f"slow query on {name}_db took {took} ms", 2)
         elif f.kind == "errors":
             err = rng.uniform(0.15, 0.5) * m
             self.err_add[insts, a:b] += err
@@ -368,7 +402,8 @@ class _Simulation:
             for t in range(a, b):
                 for i in insts:
                     if not quiet:
-                        self.add_log(i, t, "INFO", f"serialised response without field amount for request {rng.randint(1, 99999)}", 2)
+                        self.add_log(i, t, "INFO", "serialised response without field amount for request "
+                                     f"{rng.randint(1, 99999)}", 2)
             if self.cfg.wrong_value_caller_logs:
                 # The callers fail to use the response: their logs show it, naming the callee.
                 for c in self.callers[f.service]:
@@ -392,7 +427,8 @@ class _Simulation:
                 if phase < ramp:
                     self.mem_add[i, t] = (0.97 - self.mem_base[i]) * (phase + 1) / ramp
                     self.lat_mult[i, t] *= 1 + 4 * (phase + 1) / ramp
-                    self.add_log(i, t, "WARN", f"GC overhead {rng.randint(40, 95)}% heap usage {rng.randint(80, 99)}%", 2)
+                    self.add_log(i, t, "WARN", f"GC overhead {rng.randint(40, 95)}% heap usage "
+                                 f"{rng.randint(80, 99)}%", 2)
                 else:
                     self.down[i, t] = True
                     if phase == ramp:
@@ -405,7 +441,8 @@ class _Simulation:
                 phase = (t - a) % 3
                 if phase < 2:
                     self.down[i, t] = True
-                    self.add_log(i, t, "ERROR", "panic: runtime error: invalid memory address or nil pointer dereference", 1)
+                    self.add_log(i, t, "ERROR",
+                                 "panic: runtime error: invalid memory address or nil pointer dereference", 1)
                 else:
                     self.add_log(i, t, "INFO", f"starting {name} version 1.{rng.randint(1, 40)}.0", 1)
         elif f.kind == "bad_deploy":
@@ -645,6 +682,8 @@ class _Simulation:
         s = topo.instance_service[i]
         svc, inst, host = topo.services[s], topo.instances[i], topo.hosts[topo.instance_host[i]]
         base = self.at(t)
+        if self.silent[s]:
+            return
 
         def log(level: str, message: str) -> None:
             self.emit(LogEvent(id=ids("log"), at=base + timedelta(seconds=rng.uniform(0, 59)), service=svc,
@@ -667,8 +706,9 @@ class _Simulation:
                 log(level, message)
 
     def _last_err(self, c: int, t: int) -> float:
+        hosts = np.array(self.topo.instance_host)[self.inst_of[c]]
         return float(self.err_add[self.inst_of[c], t].max() + self.bad_value[c, t]
-                     + self.down[self.inst_of[c], t].mean() + self.host_down[np.array(self.topo.instance_host)[self.inst_of[c]], t].mean()
+                     + self.down[self.inst_of[c], t].mean() + self.host_down[hosts, t].mean()
                      + self.lat_mult[self.inst_of[c], t].max() / 100)
 
     def emit_spans(self, t: int, L: np.ndarray, E: np.ndarray) -> None:
@@ -682,7 +722,8 @@ class _Simulation:
                 h = topo.instance_host[i]
                 duration = L[callee, t] * math.exp(rng.gauss(0, 0.25)) + self.host_net[h, t]
                 self.emit(SpanEvent(
-                    id=ids("span"), at=base + timedelta(seconds=rng.uniform(0, 59)), trace_id=f"{rng.getrandbits(64):016x}",
+                    id=ids("span"), at=base + timedelta(seconds=rng.uniform(0, 59)),
+                    trace_id=f"{rng.getrandbits(64):016x}",
                     service=topo.services[callee], instance=topo.instances[i],
                     caller=None if caller is None else topo.services[caller],
                     operation=rng.choice(self.ops[callee]), duration_ms=round(duration, 3),

@@ -9,6 +9,7 @@ the weight of the rule evidence is then chosen on the validation incidents.
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import random
 import time
@@ -32,7 +33,18 @@ from gnn.rca.evaluate import (
     merge_reports,
     read_scenario,
 )
-from gnn.rca.features import FeatureConfig, IncidentGraph, extract_incident
+from gnn.rca.features import (
+    KINDS,
+    NAMED_METRIC_FEATURES,
+    FeatureConfig,
+    IncidentGraph,
+    extract_incident,
+    log_gaps,
+    rescaled,
+    unnamed_metrics,
+    without_logs,
+    without_metrics,
+)
 from gnn.rca.model import RcaGnn, RcaModelConfig
 from ingest.replay import replay
 from ingest.simulate.ops import OpsSimConfig, config_to_dict, simulate_ops
@@ -44,18 +56,43 @@ from schema.store import GraphStore
 #: Evaluation uses seeds below this; training and validation seeds are drawn above it.
 EVAL_SEED_LIMIT = 1000
 
+#: What training scenarios look like: the simulator's defaults plus what real telemetry has and clean
+#: simulations lack: chronically noisy services, back-to-back faults (the previous one is still in the
+#: analysis window), wrong-value faults that show mainly in the callers' logs, and chatty next to quiet
+#: services (normal log volume differs by orders of magnitude), some of them with template churn.
+#: Some services ship no logs, some scenarios none at all, and some metrics come under unfamiliar names.
+TRAIN_SIM = OpsSimConfig(noisy_service_frac=0.1, noisy_error_logs=2.0, short_segment_prob=0.4,
+                         wrong_value_caller_logs=True, log_volume_sigma=1.5,
+                         template_churn_frac=0.2, silent_service_frac=0.15, silent_scenario_prob=0.2,
+                         renamed_metric_prob=0.3)
+#: Training features: a window short enough that faults minutes apart do not pile up in it.
+TRAIN_FEATURES = FeatureConfig(lookback_minutes=12)
+
 
 @dataclass(frozen=True)
 class RcaTrainConfig:
     """Everything a training run depends on."""
 
     seed: int = 7
-    train_seeds: tuple[int, ...] = tuple(range(1000, 1018))
+    train_seeds: tuple[int, ...] = tuple(range(1000, 1036))
     val_seeds: tuple[int, ...] = tuple(range(2000, 2004))
-    sim: OpsSimConfig = field(default_factory=OpsSimConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    sim: OpsSimConfig = TRAIN_SIM
+    features: FeatureConfig = TRAIN_FEATURES
     model: RcaModelConfig = field(default_factory=RcaModelConfig)
     epochs: int = 20
+    #: Also train on every case as a fault-injection log reports it (no symptom, only the onset time).
+    onset_cases: bool = True
+    #: Augmentation, per example and epoch: the probability that some or all nodes lose their log features
+    #: (logs not collected) ...
+    log_dropout: float = 0.3
+    #: ... that some named metric groups are seen as unnamed ("other") metrics ...
+    metric_name_dropout: float = 0.3
+    #: ... that services have no metrics of their own (only their instances are scraped) ...
+    service_metric_dropout: float = 0.2
+    #: ... that log shipping left gaps: slices without any log line anywhere ...
+    log_gap_dropout: float = 0.3
+    #: ... and that log volume and anomaly scores are on another scale (factors up to e^2.5, down to e^-1).
+    scale_augment: float = 0.5
     lr: float = 3e-3
     weight_decay: float = 1e-4
     rules_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -97,7 +134,20 @@ class TrainResult:
     plot: Path | None
 
 
-def scenario_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig) -> tuple[list[Example], int]:
+def case_variants(case: dict[str, Any], onset_cases: bool) -> list[dict[str, Any]]:
+    """The case as simulated (anchored on its symptom's alert) and, with ``onset_cases``, the same fault as a
+    fault-injection or change log reports it: no symptom, only the onset time. Analysis then starts from
+    the entry service at the onset (see :func:`gnn.rca.evaluate.case_anchor`), with the fault only minutes
+    old at the end of the window."""
+    out = [case]
+    if onset_cases and case.get("onset"):
+        out.append({**{k: v for k, v in case.items() if k != "symptom"}, "id": f"{case['id']}-onset",
+                    "at": case["onset"]})
+    return out
+
+
+def scenario_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig,
+                      onset_cases: bool = False) -> tuple[list[Example], int]:
     """Simulate one scenario, replay it into a fresh in-memory store and extract its labelled incidents.
 
     Returns the examples and how many cases had their root cause outside the extracted subgraph."""
@@ -106,7 +156,7 @@ def scenario_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig) -> 
     replay(scenario.events, store)
     examples: list[Example] = []
     missing = 0
-    for case in scenario.cases:
+    for case in (v for c in scenario.cases for v in case_variants(c, onset_cases)):
         anchor, window = case_anchor(case, store, features)
         graph = extract_incident(store, anchor, window, features)
         truth = case["root_cause"]
@@ -119,16 +169,19 @@ def scenario_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig) -> 
 
 
 def _cached_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig,
-                     cache_dir: str) -> tuple[list[Example], int]:
+                     cache_dir: str, onset_cases: bool = False) -> tuple[list[Example], int]:
     torch.set_num_threads(1)
     if not cache_dir:
-        return scenario_examples(seed, sim, features)
-    key = hashlib.sha1(repr((replace(sim, seed=seed), features)).encode()).hexdigest()[:16]
+        return scenario_examples(seed, sim, features, onset_cases)
+    what: tuple[Any, ...] = (replace(sim, seed=seed), features)
+    if onset_cases:
+        what = (*what, "onset")
+    key = hashlib.sha1(repr(what).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"rca-{seed}-{key}.pkl"
     if path.exists():
         with path.open("rb") as fh:
             return pickle.load(fh)
-    out = scenario_examples(seed, sim, features)
+    out = scenario_examples(seed, sim, features, onset_cases)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as fh:
@@ -138,14 +191,15 @@ def _cached_examples(seed: int, sim: OpsSimConfig, features: FeatureConfig,
 
 
 def build_examples(seeds: tuple[int, ...], sim: OpsSimConfig, features: FeatureConfig,
-                   workers: int = 1, cache_dir: str = "") -> tuple[list[Example], int]:
+                   workers: int = 1, cache_dir: str = "", onset_cases: bool = False) -> tuple[list[Example], int]:
     """Examples of several scenarios (in parallel processes when ``workers`` > 1), in seed order."""
     if workers <= 1:
-        parts = [_cached_examples(s, sim, features, cache_dir) for s in seeds]
+        parts = [_cached_examples(s, sim, features, cache_dir, onset_cases) for s in seeds]
     else:
         n = len(seeds)
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(_cached_examples, seeds, [sim] * n, [features] * n, [cache_dir] * n))
+            parts = list(pool.map(_cached_examples, seeds, [sim] * n, [features] * n, [cache_dir] * n,
+                                  [onset_cases] * n))
     return [e for ex, _ in parts for e in ex], sum(m for _, m in parts)
 
 
@@ -177,8 +231,10 @@ def train_rca(config: RcaTrainConfig | None = None, log: Any = print) -> TrainRe
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     started = time.time()
-    train, train_missing = build_examples(cfg.train_seeds, cfg.sim, cfg.features, cfg.workers, cfg.cache_dir)
-    val, val_missing = build_examples(cfg.val_seeds, cfg.sim, cfg.features, cfg.workers, cfg.cache_dir)
+    train, train_missing = build_examples(cfg.train_seeds, cfg.sim, cfg.features, cfg.workers, cfg.cache_dir,
+                                          cfg.onset_cases)
+    val, val_missing = build_examples(cfg.val_seeds, cfg.sim, cfg.features, cfg.workers, cfg.cache_dir,
+                                      cfg.onset_cases)
     log(f"examples: train={len(train)} (missing {train_missing}) val={len(val)} (missing {val_missing}) "
         f"in {time.time() - started:.0f}s")
     model = RcaGnn(cfg.model)
@@ -186,6 +242,7 @@ def train_rca(config: RcaTrainConfig | None = None, log: Any = print) -> TrainRe
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, cfg.epochs))
     gen = random.Random(cfg.seed)
+    aug = random.Random(cfg.seed + 1)  # its own stream: the shuffle order does not depend on augmentation
     history: list[dict[str, float]] = []
     best_state, best_key = None, (-1.0, -1.0)
     for epoch in range(cfg.epochs):
@@ -195,7 +252,7 @@ def train_rca(config: RcaTrainConfig | None = None, log: Any = print) -> TrainRe
         total = 0.0
         for j in order:
             ex = train[j]
-            logits = model(ex.graph.x, ex.graph.edges)
+            logits = model(_augment(ex.graph.x, cfg, aug), ex.graph.edges)
             loss = torch.nn.functional.cross_entropy(logits.unsqueeze(0), torch.tensor([ex.target]))
             optimiser.zero_grad()
             loss.backward()
@@ -232,6 +289,30 @@ def train_rca(config: RcaTrainConfig | None = None, log: Any = print) -> TrainRe
         card = {"train_config": _config_dict(cfg), "metrics": metrics, "history": history}
         checkpoint, _ = save_checkpoint(cfg.checkpoint, model, cfg.features, rules_weight, card)
     return TrainResult(model, rules_weight, history, metrics, checkpoint, plot)
+
+
+def _augment(x: torch.Tensor, cfg: RcaTrainConfig, rng: random.Random) -> torch.Tensor:
+    """Training-time variants of an example's features (see ``RcaTrainConfig.log_dropout``)."""
+    n = x.shape[1]
+    if cfg.log_dropout and rng.random() < cfg.log_dropout:
+        frac = 1.0 if rng.random() < 0.4 else rng.uniform(0.1, 0.7)
+        nodes = np.array([rng.random() < frac for _ in range(n)], dtype=bool)
+        if nodes.any():
+            x = without_logs(x, nodes)
+    if cfg.metric_name_dropout and rng.random() < cfg.metric_name_dropout:
+        groups = [g for g in range(len(NAMED_METRIC_FEATURES)) if rng.random() < 0.5]
+        x = unnamed_metrics(x, groups or [rng.randrange(len(NAMED_METRIC_FEATURES))])
+    if cfg.service_metric_dropout and rng.random() < cfg.service_metric_dropout:
+        services = x[0, :, KINDS.index("service")].numpy() > 0
+        if services.any():
+            x = without_metrics(x, services)
+    if cfg.log_gap_dropout and rng.random() < cfg.log_gap_dropout:
+        slices = np.array([rng.random() < 0.35 for _ in range(x.shape[0])], dtype=bool)
+        if slices.any():
+            x = log_gaps(x, slices)
+    if cfg.scale_augment and rng.random() < cfg.scale_augment:
+        x = rescaled(x, math.exp(rng.uniform(-1.0, 2.5)), math.exp(rng.uniform(-1.0, 2.5)))
+    return x
 
 
 def _config_dict(cfg: RcaTrainConfig) -> dict[str, Any]:

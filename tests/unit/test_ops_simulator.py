@@ -168,3 +168,31 @@ def test_realism_knobs_are_off_by_default_and_deterministic() -> None:
     topo = a.topology
     if topo.callers_of(topo.services.index(svc)):
         assert caller_lines
+
+
+def test_silent_services_and_renamed_metrics_are_off_by_default() -> None:
+    base = OpsSimConfig(seed=3, min_services=6, max_services=8, n_incidents=2, warmup_minutes=12,
+                        segment_minutes=20, onset_range=(10, 12), fault_minutes=(5, 6))
+    plain = simulate_ops(base)
+    names = {e.metric for e in plain.events if isinstance(e, MetricEvent)}
+    assert names <= {"latency_ms", "error_rate", "requests", "cpu", "memory", "up", "net_rtt_ms"}
+    # Some services ship no logs at all; the others still do, faults included.
+    quiet = simulate_ops(OpsSimConfig(**{**base.__dict__, "silent_service_frac": 0.5}))
+    logging = {e.service for e in quiet.events if getattr(e, "level", None)}
+    assert logging and logging < set(quiet.topology.services)
+    assert [c["root_cause"] for c in quiet.cases] == [c["root_cause"] for c in plain.cases]
+    # A scenario without logs anywhere still has metrics, alerts and cases.
+    none = simulate_ops(OpsSimConfig(**{**base.__dict__, "silent_scenario_prob": 1.0}))
+    assert not [e for e in none.events if getattr(e, "level", None)]
+    assert none.cases and any(isinstance(e, AlertEvent) for e in none.events)
+    # Renamed metrics: every metric under an unfamiliar name, consistently per entity kind and metric.
+    renamed = simulate_ops(OpsSimConfig(**{**base.__dict__, "renamed_metric_prob": 1.0}))
+    metrics = [e for e in renamed.events if isinstance(e, MetricEvent)]
+    assert all(e.metric.startswith("metric_") for e in metrics)
+    kinds = {(e.entity_kind, e.metric) for e in metrics}
+    assert len(kinds) == len({e.metric for e in metrics})
+    assert len(metrics) == len([e for e in plain.events if isinstance(e, MetricEvent)])
+    with pytest.raises(ValueError):
+        OpsSimConfig(silent_service_frac=1.5)
+    with pytest.raises(ValueError):
+        OpsSimConfig(renamed_metric_prob=-0.1)

@@ -86,7 +86,7 @@ def rules_engine() -> RulesEngine:
 def test_extraction_shapes_and_edges() -> None:
     graph = extract_incident(_incident_store(), ANCHOR, None, FeatureConfig())
     assert isinstance(graph, IncidentGraph)
-    assert sorted(zip(graph.kinds, graph.names)) == sorted(
+    assert sorted(zip(graph.kinds, graph.names, strict=True)) == sorted(
         [("service", s) for s in ("web", "api", "db", "cache")]
         + [("instance", f"{s}-0") for s in ("web", "api", "db", "cache")] + [("host", "h1"), ("host", "h2")])
     assert graph.names[graph.symptom] == "web"
@@ -136,6 +136,79 @@ def test_no_telemetry_is_an_empty_answer(rules_engine: RulesEngine) -> None:
     assert missing.candidates == [] and "not in the graph" in missing.reason
     empty = RcaEngine(MemoryGraphStore(), None, None).analyze(ANCHOR)
     assert empty.candidates == [] and empty.reason
+
+
+def test_relative_features_flatten_a_chronically_noisy_node() -> None:
+    from gnn.rca.features import FEATURE_NAMES, _relative
+
+    T = 8
+    x = np.zeros((T, 2, N_FEATURES), dtype=np.float32)
+    le, rel = FEATURE_NAMES.index("log_errors"), FEATURE_NAMES.index("rel_log_errors")
+    x[:, 0, le] = 3.0  # always noisy
+    x[6:, 1, le] = 2.0  # goes wrong at the end
+    _relative(x)
+    assert np.allclose(x[:, 0, rel], 0.0)
+    assert x[6:, 1, rel].min() == pytest.approx(2.0) and np.allclose(x[:6, 1, rel], 0.0)
+
+
+def test_log_gaps_are_missing_data_not_quiet() -> None:
+    from gnn.rca.features import FEATURE_NAMES, _relative, log_gaps
+
+    T = 8
+    x = np.zeros((T, 2, N_FEATURES), dtype=np.float32)
+    lt, rel = FEATURE_NAMES.index("log_total"), FEATURE_NAMES.index("rel_log_total")
+    gap = FEATURE_NAMES.index("log_gap")
+    x[:, :, lt] = 2.0
+    x[[1, 6], :, lt] = 0.0  # batched log shipping: no line anywhere in these slices
+    x[:, 0, FEATURE_NAMES.index("anom_count")] = 1.0  # metrics keep arriving
+    _relative(x)
+    assert np.allclose(x[:, :, rel], 0.0)  # neither a drop nor a baseline shift
+    assert x[[1, 6], 0, gap].tolist() == [1.0, 1.0] and x[:, 0, gap].sum() == 2.0
+    gapped = log_gaps(torch.from_numpy(x), np.array([False] * 3 + [True] + [False] * 4))
+    assert float(gapped[3, :, lt].abs().sum()) == 0.0 and float(gapped[3, 0, gap]) == 1.0
+    silent = np.zeros_like(x)
+    _relative(silent)
+    assert not silent[:, :, gap].any()  # no logs at all is not a gap
+
+
+def test_augmentations_hide_logs_and_metric_names() -> None:
+    from gnn.rca.features import FEATURE_NAMES, rescaled, unnamed_metrics, without_logs, without_metrics
+
+    graph = extract_incident(_incident_store(), ANCHOR, None, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    x = graph.x.clone()
+    le = FEATURE_NAMES.index("log_errors")
+    x[:, :, le] = 1.0
+    db = graph.index("service", "db")
+    nodes = np.zeros(graph.n, dtype=bool)
+    nodes[db] = True
+    quiet = without_logs(x, nodes)
+    assert float(quiet[:, db, le].abs().sum()) == 0.0 and float(quiet[:, db - 1 if db else 1, le].min()) == 1.0
+    assert torch.equal(x[:, :, le], graph.x[:, :, le] * 0 + 1.0)  # the input is not modified
+    err, other = FEATURE_NAMES.index("anom_error"), FEATURE_NAMES.index("anom_other")
+    hidden = unnamed_metrics(graph.x, [1])
+    assert float(hidden[:, :, err].abs().sum()) == 0.0
+    assert torch.allclose(hidden[:, :, other], torch.maximum(graph.x[:, :, other], graph.x[:, :, err]))
+    assert float(hidden[:, db, FEATURE_NAMES.index("rel_anom_other")].max()) > 0
+    louder = rescaled(graph.x, 10.0, 1.0)
+    ae = FEATURE_NAMES.index("anom_error")
+    assert torch.equal(louder[:, :, ae], graph.x[:, :, ae])
+    anomalous = graph.x[:, :, ae] > 0
+    stronger = rescaled(graph.x, 1.0, 10.0)
+    assert torch.allclose(torch.expm1(stronger[:, :, ae])[anomalous], 10 * torch.expm1(graph.x[:, :, ae])[anomalous],
+                          rtol=1e-4)
+    services = np.array([k == "service" for k in graph.kinds])
+    bare = without_metrics(graph.x, services)
+    assert float(bare[:, db, FEATURE_NAMES.index("anom_count")].abs().sum()) == 0.0
+    db0 = graph.index("instance", "db-0")
+    assert torch.equal(bare[:, db0, :24], graph.x[:, db0, :24])
+
+
+def test_old_checkpoint_width_still_runs() -> None:
+    model = RcaGnn(RcaModelConfig(in_features=24))
+    model.eval()
+    scores = model(torch.rand(4, 3, N_FEATURES), {t: torch.zeros((2, 0), dtype=torch.long) for t in EDGE_TYPES})
+    assert scores.shape == (3,)
 
 
 def test_model_is_inductive_and_resettable() -> None:
@@ -199,6 +272,24 @@ def test_evaluate_rca_on_a_small_scenario(rules_engine: RulesEngine) -> None:
     assert 0.0 <= report["ac@1"] <= report["ac@3"] <= report["ac@5"] <= 1.0
     assert report["latency_ms"]["p50"] > 0
     assert np.isfinite(report["avg@5"])
+
+
+def test_onset_variants_start_from_the_entry_service_at_the_onset() -> None:
+    from server.workflows.rca import case_variants, scenario_examples
+
+    case = {"id": "c1", "at": "2026-01-05T06:30:00+00:00", "onset": "2026-01-05T06:28:00+00:00",
+            "symptom": {"kind": "service", "name": "web", "alert": "a1"},
+            "root_cause": {"kind": "service", "name": "db"}}
+    assert case_variants(case, False) == [case]
+    plain, onset = case_variants(case, True)
+    assert plain == case and "symptom" not in onset and onset["at"] == case["onset"] and onset["id"] == "c1-onset"
+    sim = OpsSimConfig(seed=1001, min_services=6, max_services=8, n_incidents=2, warmup_minutes=15,
+                       segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6))
+    both, _ = scenario_examples(1001, sim, FeatureConfig(lookback_minutes=12), onset_cases=True)
+    ids = [e.case_id for e in both]
+    assert any(i.endswith("-onset") for i in ids) and any(not i.endswith("-onset") for i in ids)
+    entry = {e.graph.names[e.graph.symptom] for e in both if e.case_id.endswith("-onset")}
+    assert len(entry) == 1  # one entry service for the whole scenario
 
 
 def test_engine_groups_alerts_of_a_window(rules_engine: RulesEngine) -> None:
