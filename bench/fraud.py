@@ -10,6 +10,9 @@ Prints one JSON line:
   batch's oldest record to the batch's commit (the ring is in Neo4j then): an upper bound of the delay
   from the closing transaction to the ring in the graph, measured with the producer paced at ``--rate``.
 
+The producer runs in its own process (the load generator is not the system under test, and in this
+process its pure-Python encoding would take turns with the consumer for the GIL).
+
     python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 3000] [--events N] [--profile FILE]
 
 ``--profile FILE`` writes cProfile statistics of the consuming thread (poll, decode, map, write, detect)
@@ -28,14 +31,13 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import argparse
 import json
 import statistics
-import threading
 import time
 import uuid
 
 import grpc
 
 from bench.common import server_settings, wiped_store
-from bench.ingest import _CommitClock, _produce, _settings
+from bench.ingest import _CommitClock, _producer_process, _settings
 from gnn.fraud.checkpoint import load_detector
 from ingest.detectors import BasicRuleDetector, FraudRingDetector
 from ingest.kafka import KafkaSource, ensure_topics, make_consumer
@@ -102,8 +104,7 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     runner = PipelineRunner(clock, pipeline, RunnerConfig(max_records=batch, max_ms=100))  # type: ignore[arg-type]
     while not clock.source.assignment():
         runner.run_once()
-    producer = threading.Thread(target=_produce, args=(settings, events, rate))
-    producer.start()
+    producer = _producer_process(settings, events, rate)
     done, timed_from, timed_records = 0, None, 0
     deadline = time.monotonic() + len(events) / rate + 600
     while done < len(events) and time.monotonic() < deadline:

@@ -36,6 +36,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.common import server_settings, wiped_store
 from ingest.kafka import KafkaSource, ensure_topics, make_consumer, make_producer
@@ -163,6 +164,33 @@ def _produce(settings: Settings, events: list[EventBase], rate: float | None = N
     producer.close()
 
 
+def _send_paced(bootstrap: str, items: list[tuple[str, bytes, bytes]], rate: float | None) -> None:
+    producer = make_producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
+    started = time.perf_counter()
+    for i, (topic, value, key) in enumerate(items):
+        if rate:
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        producer.send(topic, value=value, key=key)
+    producer.flush()
+    producer.close()
+
+
+def _producer_process(settings: Settings, events: list[EventBase], rate: float | None = None) -> Any:
+    """A started process producing ``events`` at ``rate``: the load generator is not the system under test,
+    so it does not share this process's interpreter (its JSON encoding and record CRCs in pure Python
+    would otherwise take turns with the consumer for the GIL). ``join()`` it."""
+    import multiprocessing
+
+    topics = settings.kafka.topics
+    items = [(topics.for_event_type(e.type), e.model_dump_json().encode(), partition_key(e).encode()) for e in events]
+    process = multiprocessing.get_context("spawn").Process(
+        target=_send_paced, args=(str(settings.kafka_bootstrap), items, rate), daemon=True)
+    process.start()
+    return process
+
+
 class _CommitClock:
     """Wraps a source: remembers when each polled record was produced, and at commit time (after the batch's
     write returned, so its records are visible in Neo4j) records produce-to-visible latencies."""
@@ -170,17 +198,23 @@ class _CommitClock:
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
         self.latencies: list[float] = []
-        self._pending: list[int] = []
+        self._pending: list[tuple[str, int, int, int]] = []
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         records = self.source.poll(max_records, timeout_s)
-        self._pending.extend(r.timestamp_ms for r in records if r.timestamp_ms)
+        self._pending.extend((r.topic, r.partition, r.offset, r.timestamp_ms) for r in records if r.timestamp_ms)
         return records
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        # Only the records below the committed offsets: the runner may already hold the next batch.
         now_ms = time.time() * 1000
-        self.latencies.extend((now_ms - ts) / 1000 for ts in self._pending)
-        self._pending.clear()
+        pending = []
+        for item in self._pending:
+            if item[2] < offsets.get((item[0], item[1]), -1):
+                self.latencies.append((now_ms - item[3]) / 1000)
+            else:
+                pending.append(item)
+        self._pending = pending
         self.source.commit(offsets)
 
     def pause(self) -> None:

@@ -10,10 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schema.graph import rel_spec
+from schema.graph import RELS, rel_spec
 from schema.store import Cursor, GraphBatch, NodeRef, NodeRow, RelRow
 
-_RelKey = tuple[str, NodeRef, NodeRef, tuple[tuple[str, Any], ...]]
+#: A relationship's identity: type, start label and key, end label and key, key properties (plain tuples:
+#: they hash much faster than the NodeRefs themselves, and this is hashed for every upsert).
+_RelKey = tuple[str, str, str, str, str, tuple[tuple[str, Any], ...]]
+
+_TEMPORAL: dict[str, bool] = {spec.type: spec.temporal for spec in RELS}
 
 
 class _Acc:
@@ -36,16 +40,34 @@ class _Acc:
             if self.last is None or seen > self.last:
                 self.last = seen
         if add:
+            mine = self.add
             for name, delta in add.items():
-                self.add[name] = self.add.get(name, 0) + delta
+                mine[name] = mine.get(name, 0) + delta
+
+
+class _NodeAcc(_Acc):
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: NodeRef) -> None:
+        super().__init__()
+        self.ref = ref
+
+
+class _RelAcc(_Acc):
+    __slots__ = ("start", "end")
+
+    def __init__(self, start: NodeRef, end: NodeRef) -> None:
+        super().__init__()
+        self.start = start
+        self.end = end
 
 
 class BatchBuilder:
     """Collects node and relationship upserts; :meth:`build` returns one merged :class:`GraphBatch`."""
 
     def __init__(self) -> None:
-        self._nodes: dict[NodeRef, _Acc] = {}
-        self._rels: dict[_RelKey, _Acc] = {}
+        self._nodes: dict[tuple[str, str], _NodeAcc] = {}
+        self._rels: dict[_RelKey, _RelAcc] = {}
         self._cursors: dict[str, int] = {}
 
     def node(
@@ -57,12 +79,11 @@ class BatchBuilder:
         add: dict[str, int | float] | None = None,
     ) -> NodeRef:
         """Upsert a node; ``seen`` widens its first_seen/last_seen interval."""
-        ref = NodeRef(label, key)
-        acc = self._nodes.get(ref)
+        acc = self._nodes.get((label, key))
         if acc is None:
-            acc = self._nodes[ref] = _Acc()
+            acc = self._nodes[(label, key)] = _NodeAcc(NodeRef(label, key))  # NodeRef checks the label
         acc.merge(props, seen, add)
-        return ref
+        return acc.ref
 
     def rel(
         self,
@@ -76,12 +97,16 @@ class BatchBuilder:
     ) -> None:
         """Upsert a relationship between two nodes (the store creates missing end nodes). ``seen`` is
         ignored for relationships that record a single event (``RelSpec.temporal`` is false)."""
-        if seen is not None and not rel_spec(rel_type).temporal:
+        temporal = _TEMPORAL.get(rel_type)
+        if temporal is None:
+            rel_spec(rel_type)  # raises: not in the schema
+        if seen is not None and not temporal:
             seen = None
-        rkey: _RelKey = (rel_type, start, end, tuple(sorted(key.items())) if key else ())
+        rkey: _RelKey = (rel_type, start.label, start.key, end.label, end.key,
+                         tuple(sorted(key.items())) if key else ())
         acc = self._rels.get(rkey)
         if acc is None:
-            acc = self._rels[rkey] = _Acc()
+            acc = self._rels[rkey] = _RelAcc(start, end)
         acc.merge(props, seen, add)
 
     def cursor(self, source: str, offset: int) -> None:
@@ -94,7 +119,8 @@ class BatchBuilder:
     def build(self) -> GraphBatch:
         """The merged batch (the builder can be discarded afterwards)."""
         return GraphBatch(
-            nodes=[NodeRow(r.label, r.key, a.props, a.first, a.last, a.add) for r, a in self._nodes.items()],
-            rels=[RelRow(t, s, e, dict(k), a.props, a.first, a.last, a.add) for (t, s, e, k), a in self._rels.items()],
+            nodes=[NodeRow(label, key, a.props, a.first, a.last, a.add) for (label, key), a in self._nodes.items()],
+            rels=[RelRow(k[0], a.start, a.end, dict(k[5]), a.props, a.first, a.last, a.add)
+                  for k, a in self._rels.items()],
             cursors=[Cursor(source, offset) for source, offset in self._cursors.items()],
         )

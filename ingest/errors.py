@@ -49,3 +49,10 @@ class BrokerUnavailable(BrokerError):
 
 class BrokerRejected(BrokerError):
     """Kafka refused a request for good."""
+
+
+class CommitRefused(BrokerError):
+    """The consumer group refused an offset commit because the partitions moved (a rebalance, or this
+    member was dropped from the group). Nothing is lost: the batch is durable in the store, and its
+    records come again from the last committed offsets, to this worker or another, where the store's
+    cursors skip their data. Not retryable: the same commit cannot succeed in the new generation."""

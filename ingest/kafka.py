@@ -16,11 +16,15 @@ from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from ingest.errors import BrokerRejected, BrokerUnavailable
+from ingest.errors import BrokerRejected, BrokerUnavailable, CommitRefused
 from ingest.pipeline import DeadLetter, SourceRecord
 from schema.findings import Finding
 
 log = logging.getLogger(__name__)
+
+#: Commit errors that mean the partitions moved to a new group generation (see :class:`CommitRefused`).
+_GROUP_MOVED = (kafka_errors.CommitFailedError, kafka_errors.RebalanceInProgressError,
+                kafka_errors.IllegalGenerationError, kafka_errors.UnknownMemberIdError)
 
 #: Large enough for a 10 MB poison record to reach the dead-letter topic intact (the broker allows 16 MiB).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -141,7 +145,11 @@ class KafkaSource:
         if not offsets:
             return
         with _translated("commit"):
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+            try:
+                self._consumer.commit(
+                    {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+            except _GROUP_MOVED as exc:
+                raise CommitRefused(f"kafka refused commit, the group moved on: {exc}") from exc
 
     def pause(self) -> None:
         self._paused = True

@@ -105,8 +105,23 @@ class BatchOutcome:
     next_offsets: dict[tuple[str, int], int]
 
 
+@dataclass
+class PreparedBatch:
+    """A batch decoded and mapped, not yet written (:meth:`Pipeline.prepare`)."""
+
+    records: Sequence[SourceRecord]
+    letters: list[DeadLetter]
+    observed: list[Observed]
+    batch: GraphBatch
+    next_offsets: dict[tuple[str, int], int]
+    skipped: int
+
+
 class Pipeline:
-    """Processes micro-batches of records; owns the mapper state of the partitions it serves."""
+    """Processes micro-batches of records; owns the mapper state of the partitions it serves.
+
+    :meth:`process` runs one batch end to end, in stages (:meth:`prepare`, :meth:`write`, :meth:`detect`,
+    :meth:`deliver`)."""
 
     def __init__(
         self,
@@ -143,17 +158,25 @@ class Pipeline:
 
     def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Run one batch end to end. Raises only for broken infrastructure (store, sinks)."""
+        prepared = self.prepare(records)
+        self.write(prepared)
+        return self.deliver(prepared, self.detect(prepared))
+
+    def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
+        """Decode and map a batch (no I/O but reading cursors not cached yet)."""
         now = self._clock.now(UTC)
         letters: list[DeadLetter] = []
         observed: list[Observed] = []
         builder = BatchBuilder()
         next_offsets: dict[tuple[str, int], int] = {}
+        consumed: dict[str, int] = {}
         skipped = 0
+        map_one = self.mapper.map_one
         for record in records:
-            next_offsets[(record.topic, record.partition)] = max(
-                record.offset + 1, next_offsets.get((record.topic, record.partition), 0)
-            )
-            self.metrics.consumed.labels(record.topic).inc()
+            tp = (record.topic, record.partition)
+            if record.offset + 1 > next_offsets.get(tp, 0):
+                next_offsets[tp] = record.offset + 1
+            consumed[record.topic] = consumed.get(record.topic, 0) + 1
             decoded = decode_record(record.value, self.limits, now)
             if isinstance(decoded, Rejection):
                 letters.append(DeadLetter(record, decoded))
@@ -166,33 +189,48 @@ class Pipeline:
                 if replayed:
                     skipped += 1
                 else:
-                    self.mapper.map_one(event, builder)
+                    map_one(event, builder)
             builder.cursor(record.source, record.offset)
-
+        for topic, count in consumed.items():
+            self.metrics.consumed.labels(topic).inc(count)
         self.mapper.finish(builder)
-        batch = builder.build()
+        return PreparedBatch(records, letters, observed, builder.build(), next_offsets, skipped)
+
+    def write(self, prepared: PreparedBatch) -> None:
+        """Write a prepared batch's data rows and cursors (one store transaction)."""
+        batch = prepared.batch
         started = time.perf_counter()
         self.store.write(batch)
         self.metrics.write_seconds.observe(time.perf_counter() - started)
-        self.metrics.batch_rows.observe(len(batch))
         for cursor in batch.cursors:
             self._cursors[cursor.source] = max(cursor.offset, self._cursors.get(cursor.source) or -1)
-        for item in observed:
+        self.metrics.batch_rows.observe(len(batch))
+        written: dict[str, int] = {}
+        for item in prepared.observed:
             if not item.replayed:
-                self.metrics.written.labels(item.record.topic).inc()
+                written[item.record.topic] = written.get(item.record.topic, 0) + 1
+        for topic, count in written.items():
+            self.metrics.written.labels(topic).inc(count)
 
-        found: list[Finding] = []
-        annotations = GraphBatch()
+    def detect(self, prepared: PreparedBatch) -> Detection:
+        """Run the detectors over a written batch and write their annotations."""
+        detection = Detection()
         for detector in self.detectors:
-            detection = detector.detect(observed, self.store)
-            found.extend(detection.findings)
-            annotations.extend(detection.annotations)
-        if len(annotations):
-            self.store.write(annotations)
+            found = detector.detect(prepared.observed, self.store)
+            detection.findings.extend(found.findings)
+            detection.annotations.extend(found.annotations)
+        if len(detection.annotations):
+            self.store.write(detection.annotations)
+        return detection
+
+    def deliver(self, prepared: PreparedBatch, detection: Detection) -> BatchOutcome:
+        """Send the dead letters and publish the findings (durable when this returns); the outcome."""
+        letters, found = prepared.letters, detection.findings
         if letters and self.dead_letters is not None:
             self.dead_letters.send(letters)
         if found and self.findings is not None:
             self.findings.publish(found)
         for finding in found:
             self.metrics.findings.labels(finding.kind).inc()
-        return BatchOutcome(len(records), len(observed) - skipped, skipped, letters, found, next_offsets)
+        return BatchOutcome(len(prepared.records), len(prepared.observed) - prepared.skipped, prepared.skipped,
+                            letters, found, prepared.next_offsets)

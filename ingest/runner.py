@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ingest.decode import Rejection
-from ingest.errors import IngestError, StoreRejected
+from ingest.errors import CommitRefused, IngestError, StoreRejected
 from ingest.pipeline import BatchOutcome, DeadLetter, Pipeline, SourceRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,13 @@ class PipelineRunner:
         if not records:
             return None
         outcome = self._process_with_retry(records)
-        self.source.commit(outcome.next_offsets)
+        try:
+            self.source.commit(outcome.next_offsets)
+        except CommitRefused as exc:
+            # The batch is durable; its records come again (here or to the partitions' new owner), and the
+            # store's cursors skip their data there. Stopping the pipeline would lose nothing either, but
+            # would stop ingest for a routine rebalance.
+            log.warning("offsets of a batch not committed, its records will come again: %s", exc)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome

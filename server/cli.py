@@ -143,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         host.stop()
     print(f"{sum(view.counts.values())} findings ({view.summary()}); graph: " + ", ".join(
         f"{label}={host.store.count(label)}" for label in ("Service", "Incident", "Account", "FraudRing", "Finding")))
-    return 0
+    return 1 if host.failure is not None else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retention.stop()
         host.stop()
         host.close()
-    return 0
+    return 1 if host.failure is not None else 0
 
 
 # -- files ----------------------------------------------------------------------------------------

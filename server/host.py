@@ -7,6 +7,7 @@ them. The pipeline runs in its own thread; the gRPC server on the asyncio loop o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -95,10 +96,27 @@ class Host:
     #: The Alertmanager webhook while :func:`serve_grpc` runs (None when turned off).
     webhook: WebhookServer | None = None
 
+    #: Why the pipeline thread ended, when an error ended it (None while it runs or after a clean stop).
+    failure: BaseException | None = None
+
     def start(self) -> None:
         """Run the pipeline in a background thread."""
-        self.thread = threading.Thread(target=self.runner.run, name="pipeline", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:
+            # Only broken infrastructure gets here (bad data is dead-lettered, outages are retried): record
+            # it for :meth:`pipeline_failed`, so the process exits and its supervisor restarts it, rather
+            # than serving gRPC while nothing is ingested.
+            self.failure = exc
+            log.exception("the pipeline stopped")
+
+    def pipeline_failed(self) -> bool:
+        """Whether the pipeline thread ended on an error (see :attr:`failure`)."""
+        return self.thread is not None and not self.thread.is_alive() and self.failure is not None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the batch in hand, commit, close the source."""
@@ -261,7 +279,12 @@ async def serve_grpc(host: Host, settings: Settings, stop: asyncio.Event, port: 
     for callback in on_ready:
         callback(bound)  # type: ignore[operator]
     try:
-        await stop.wait()
+        while not stop.is_set():
+            if host.pipeline_failed():
+                log.error("shutting down: the pipeline stopped on %r", host.failure)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:
         if webhook is not None:
             await asyncio.gather(shutdown(server, health), asyncio.to_thread(webhook.stop))

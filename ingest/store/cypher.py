@@ -185,6 +185,7 @@ EXPAND_HOPS: dict[tuple[str, str, str], str] = {
     if spec.label in labels
 }
 
+
 def _log_slices(spec: NodeSpec) -> str:
     # Slice index in whole nanoseconds from $since (integer division), exactly schema.store.slice_index.
     return (

@@ -104,23 +104,36 @@ def _native_props(props: dict[str, Any]) -> dict[str, Any]:
     return {k: _native(v) for k, v in props.items()}
 
 
-def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any]) -> dict[str, Any]:
+def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any],
+         iso: dict[int, str]) -> dict[str, Any]:
     """One parameter row. Datetimes travel as ISO text (see ``schema.graph.TIME_PROPS`` for why), and empty
-    parts are left out: the server unpacks every field of every row, and a missing key reads as null."""
+    parts are left out: the server unpacks every field of every row, and a missing key reads as null.
+
+    ``iso`` memoises the text of datetime objects by identity for one write: the rows of one event share
+    its time object, so most of them are converted once."""
     row: dict[str, Any] = {}
-    plain = {k: v for k, v in props.items() if not isinstance(v, datetime)}
-    times = {k: v.isoformat() for k, v in props.items() if isinstance(v, datetime)}
-    if plain:
-        row["props"] = plain
-    if times:
-        row["t"] = times
+    if props:
+        if any(isinstance(v, datetime) for v in props.values()):
+            row["props"] = {k: v for k, v in props.items() if not isinstance(v, datetime)}
+            row["t"] = {k: _iso(v, iso) for k, v in props.items() if isinstance(v, datetime)}
+            if not row["props"]:
+                del row["props"]
+        else:
+            row["props"] = props  # read-only from here on: no copy
     if first is not None:
-        row["first_seen"] = first.isoformat()
+        row["first_seen"] = _iso(first, iso)
     if last is not None:
-        row["last_seen"] = last.isoformat()
+        row["last_seen"] = _iso(last, iso)
     if add:
         row["add"] = add
     return row
+
+
+def _iso(value: datetime, memo: dict[int, str]) -> str:
+    text = memo.get(id(value))
+    if text is None:
+        text = memo[id(value)] = value.isoformat()
+    return text
 
 
 class Neo4jGraphStore:
@@ -153,18 +166,21 @@ class Neo4jGraphStore:
 
     def write(self, batch: GraphBatch) -> None:
         batch.validate()
+        iso: dict[int, str] = {}  # the batch's rows (and so its datetime objects) live until the write ends
         node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for node in batch.nodes:
-            row = _row(node.props, node.first_seen, node.last_seen, node.add)
+            row = _row(node.props, node.first_seen, node.last_seen, node.add, iso)
             row["key"] = node.key
             node_rows[node.label].append(row)
         rel_rows: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for rel in batch.rels:
-            row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add)
-            row.update(start=rel.start.key, end=rel.end.key)
+            row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add, iso)
+            start, end = rel.start, rel.end
+            row["start"] = start.key
+            row["end"] = end.key
             if rel.key:
-                row["key"] = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in rel.key.items()}
-            rel_rows[(rel.type, rel.start.label, rel.end.label)].append(row)
+                row["key"] = {k: _iso(v, iso) if isinstance(v, datetime) else v for k, v in rel.key.items()}
+            rel_rows[(rel.type, start.label, end.label)].append(row)
         cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
 
         def work(tx: neo4j.ManagedTransaction) -> None:
