@@ -210,7 +210,7 @@ class FraudRingDetector:
                 self._written_risk.move_to_end(account)
             while len(self._written_risk) > self.config.remembered_verdicts:
                 self._written_risk.popitem(last=False)
-        detection = Detection(annotations=fraud_annotations(verdicts, reported, risk))
+        detection = Detection(annotations=fraud_annotations(verdicts, reported, risk, ring_threshold=threshold))
         builder = BatchBuilder()
         for ring in reported:
             finding = self._ring_finding(ring)
@@ -238,7 +238,9 @@ class FraudRingDetector:
                 summary=f"{ring.kind}: {len(members)} accounts, {len(ring.evidence)} evidence transactions",
                 facts={"typologies": ",".join(sorted(ring.typologies)) or ring.kind,
                        "roles": ",".join(sorted({role for _, role in members})),
-                       "evidence_transactions": ",".join(ring.evidence[:20])},
+                       "evidence_transactions": ",".join(ring.evidence[:20]),
+                       # Rings this one absorbed: an alerting consumer closes their earlier findings.
+                       "merged_rings": ",".join(sorted(ring.absorbed))},
                 weight=ring.score,
             )],
             detector=self.name,

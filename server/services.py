@@ -161,8 +161,8 @@ class FraudService(pb_grpc.FraudServicer):
         def read() -> list[pb.FraudRing]:
             rings = []
             for node in self._store.find_nodes("FraudRing", window, limit=limit * 4):
-                if float(node.props.get("score", 0.0)) < request.min_score:
-                    continue
+                if float(node.props.get("score", 0.0)) < request.min_score or node.props.get("status") == "merged":
+                    continue  # a merged ring lives on in the ring it was merged into
                 members = [
                     pb.RingMember(account=rel.start.key, role=str(rel.props.get("role", "")))
                     for rel in self._store.rels_of(node.ref, "MEMBER_OF", "in")

@@ -77,6 +77,9 @@ class Ring:
     typologies: set[str] = field(default_factory=set)
     last_at: float = 0.0
     status: str = "open"
+    #: Rings merged into this one (a detection bridged them), with their score when they were merged: the
+    #: graph keeps their nodes, marked ``status: "merged"`` with ``merged_into`` (see :func:`annotations`).
+    absorbed: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class RingAssembler:
         ring = max(candidates, key=lambda r: len(r.members))
         for other in candidates:  # a detection bridging two rings merges them
             if other is not ring:
+                ring.absorbed[other.id] = other.score
+                ring.absorbed.update(other.absorbed)
                 for a, role in other.members.items():
                     ring.members.setdefault(a, role)
                 ring.evidence.extend(e for e in other.evidence if e not in ring.evidence)
@@ -364,8 +369,11 @@ class FraudDetector:
 
 def annotations(verdicts: Iterable[TxVerdict], rings: Iterable[Ring],
                 account_risk: dict[str, tuple[float, tuple[str, ...]]] | None = None,
-                min_tx_score: float = 0.3) -> GraphBatch:
-    """Graph rows for rings (``FraudRing``, ``MEMBER_OF {role}``, ``EVIDENCE``) and risk properties."""
+                min_tx_score: float = 0.3, ring_threshold: float = 0.0) -> GraphBatch:
+    """Graph rows for rings (``FraudRing``, ``MEMBER_OF {role}``, ``EVIDENCE``) and risk properties.
+
+    A ring that absorbed others marks those it had reported (score at or above ``ring_threshold``) as
+    ``status: "merged"`` with ``merged_into``: their nodes stay for the record, and queries leave them out."""
     batch = GraphBatch()
     for v in verdicts:
         if v.score >= min_tx_score:
@@ -382,4 +390,7 @@ def annotations(verdicts: Iterable[TxVerdict], rings: Iterable[Ring],
             batch.rels.append(RelRow("MEMBER_OF", NodeRef("Account", account), ring_ref, props={"role": role}))
         for tx in ring.evidence:
             batch.rels.append(RelRow("EVIDENCE", ring_ref, NodeRef("Transaction", tx)))
+        for absorbed, score in sorted(ring.absorbed.items()):
+            if score >= ring_threshold:
+                batch.nodes.append(NodeRow("FraudRing", absorbed, {"status": "merged", "merged_into": ring.id}))
     return batch

@@ -81,13 +81,14 @@ QUERIES: tuple[Query, ...] = (
     Query(
         "rings",
         "Fraud rings detected in a window (all when no window), highest score first, with their size and the "
-        "money their evidence transactions moved.",
+        "money their evidence transactions moved. Rings merged into another one (status merged, property "
+        "merged_into) are left out.",
         (*_since_until("FraudRing.detected_at", required=False),
          Param("min_score", "float", "lowest ring score", False, 0.0), _limit(50)),
         """
 MATCH (r:FraudRing)
 WHERE ($since IS NULL OR r.detected_at >= $since) AND ($until IS NULL OR r.detected_at < $until)
-  AND coalesce(r.score, 0.0) >= $min_score
+  AND coalesce(r.score, 0.0) >= $min_score AND r.merged_into IS NULL
 OPTIONAL MATCH (a:Account)-[:MEMBER_OF]->(r)
 WITH r, count(DISTINCT a) AS members
 OPTIONAL MATCH (r)-[:EVIDENCE]->(t:Transaction)

@@ -12,12 +12,13 @@ from gnn.fraud.checkpoint import load_model, save_checkpoint
 from gnn.fraud.cypher import cypher_for, query_pack
 from gnn.fraud.evaluate import binary_metrics, evaluate_fraud, jaccard, ring_metrics
 from gnn.fraud.matcher import Edge, MatcherConfig, TemporalMatcher
-from gnn.fraud.rings import DetectorConfig, FraudDetector, annotations
+from gnn.fraud.rings import DetectorConfig, FraudDetector, RingAssembler, annotations
 from gnn.fraud.tgn import FraudTGN, NeighbourStore, TGNConfig, TGNScorer
 from gnn.fraud.typologies import IDENTITY_TYPOLOGIES, TYPOLOGIES, typology
 from rules.fraud import FraudFacts, FraudRules, FraudRulesConfig
 from schema.events import IdentityEvent, TransactionEvent
 from schema.graph import NODE_SPECS, REL_SPECS
+from schema.store import NodeRef
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 NO_WARMUP = MatcherConfig(warmup_s=0.0)
@@ -203,6 +204,43 @@ def test_detector_assembles_a_cycle_ring_and_writes_annotations() -> None:
     assert {r.end.key for r in batch.rels if r.type == "EVIDENCE"} == {"t0", "t1", "t2", "t3"}
     risky = [n for n in batch.nodes if n.label == "Transaction"]
     assert [n.key for n in risky] == ["t3"] and "ring_closure" in risky[0].props["risk_reasons"]
+
+
+def test_a_detection_bridging_two_rings_merges_them_and_marks_the_absorbed_one() -> None:
+    import grpc
+
+    from ingest.store.memory import MemoryGraphStore
+    from schema.proto.sleuth.v1 import sleuth_pb2 as pb
+    from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
+    from server.app import ServerParts
+    from server.hub import FindingHub
+    from tests.grpc_harness import running_server
+
+    assembler = RingAssembler()
+    at = T0.timestamp()
+    first = assembler.add("cycle", dict.fromkeys("abc", "member"), ["t1"], at, 0.9, 1)
+    low = assembler.add("fan_in", dict.fromkeys("pq", "member"), ["t2"], at, 0.2, 1)
+    second = assembler.add("cycle", dict.fromkeys("xyz", "member"), ["t3"], at, 0.8, 1)
+    assert first and low and second and len(assembler.rings) == 3
+    store = MemoryGraphStore()
+    store.write(annotations([], [first, second], ring_threshold=0.5))  # what the pipeline reported
+    bridge = assembler.add("scatter_gather", dict.fromkeys(["a", "b", "x", "y", "p", "q"], "member"), ["t4"],
+                           at + 60, 0.95, 2)
+    assert bridge is not None and list(assembler.rings) == [bridge.id]
+    assert set(bridge.members) == {"a", "b", "c", "x", "y", "z", "p", "q"}
+    absorbed = {first.id, second.id, low.id} - {bridge.id}
+    assert set(bridge.absorbed) == absorbed
+
+    store.write(annotations([], [bridge], ring_threshold=0.5))
+    merged = {n.key: n.props for n in store.find_nodes("FraudRing") if n.props.get("status") == "merged"}
+    # Only the rings that had been reported get a merged marker (the low one never had a node).
+    assert set(merged) == absorbed - {low.id}
+    assert all(props["merged_into"] == bridge.id for props in merged.values())
+    assert store.get_node(NodeRef("FraudRing", low.id)) is None
+    with running_server(ServerParts(store, FindingHub(), None)) as (port, _):  # type: ignore[arg-type]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = pb_grpc.FraudStub(channel).FindRings(pb.FindRingsRequest(limit=10))
+    assert [r.id for r in reply.rings] == [bridge.id]
 
 
 def test_shared_identity_ring_but_not_a_family() -> None:
