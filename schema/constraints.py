@@ -6,7 +6,7 @@ a uniqueness constraint is both slow (label scan) and racy (two writers can crea
 
 from __future__ import annotations
 
-from schema.graph import NODES, RELS
+from schema.graph import EXTRA_TIME_INDEXES, NODES, RELS
 
 
 def _snake(name: str) -> str:
@@ -28,6 +28,10 @@ def statements() -> list[str]:
         f"FOR (n:{spec.label}) ON (n.{spec.time_prop})"
         for spec in NODES
         if spec.time_prop
+    ]
+    ddl += [
+        f"CREATE RANGE INDEX {_snake(label)}_{prop} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})"
+        for label, prop in EXTRA_TIME_INDEXES
     ]
     ddl += [
         f"CREATE RANGE INDEX {_snake(spec.type)}_last_seen IF NOT EXISTS "

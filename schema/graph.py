@@ -92,6 +92,10 @@ NODES: tuple[NodeSpec, ...] = (
     # Findings and bookkeeping
     NodeSpec("Finding", "id", time_prop="at", description="Annotation: one finding of a detector."),
     NodeSpec("IngestCursor", "id", time_prop=None, description="Highest applied offset per source partition."),
+    # Read index, derived by the Neo4j store from EMITTED counters in the same transaction.
+    NodeSpec("LogRollup", "id",
+             description="Neo4j read index: one emitter's EMITTED counts per bucket of one UTC hour, summed over "
+                         "templates (`at_us`, `count`, `errors` lists); written with EMITTED, never by hand."),
 )
 
 _OPS_ENTITIES = ("Service", "Instance", "Host")
@@ -124,6 +128,10 @@ RELS: tuple[RelSpec, ...] = (
     RelSpec("ABOUT", ("Finding",), (*_OPS_ENTITIES, "Change", "Alert", "Incident", "Account", "Transaction",
                                     "FraudRing")),
 )
+
+#: Time properties indexed besides each label's ``time_prop``: ``LogTemplate.first_seen`` finds the templates
+#: first seen inside an analysis window (``GraphStore.log_slices``' ``new_*`` sums) without a scan.
+EXTRA_TIME_INDEXES: tuple[tuple[str, str], ...] = (("LogTemplate", "first_seen"),)
 
 NODE_SPECS: dict[str, NodeSpec] = {spec.label: spec for spec in NODES}
 REL_SPECS: dict[str, RelSpec] = {spec.type: spec for spec in RELS}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from schema.graph import check_property_name, node_spec, rel_spec
+from schema.graph import check_property_name, node_spec, rel_spec, window_basis
 
 #: Property values a store accepts: what Neo4j can hold natively.
 PropValue = str | int | float | bool | datetime | list[str] | list[int] | list[float] | None
@@ -222,6 +222,21 @@ class LogSlices:
     new_errors: tuple[float, ...]
 
 
+#: The most hops ``GraphStore.reach`` follows (the Neo4j back end has one statement per bound).
+MAX_REACH_HOPS = 12
+
+
+def check_reach(rel_type: str, hops: int) -> None:
+    """``reach`` follows one relationship type that joins a label to itself, with the same window rule both ways."""
+    spec = rel_spec(rel_type)
+    if not 0 <= hops <= MAX_REACH_HOPS:
+        raise ValueError(f"hops must be within 0..{MAX_REACH_HOPS}, got {hops}")
+    if window_basis(rel_type, "out") != window_basis(rel_type, "in"):
+        raise ValueError(f"{rel_type} is windowed differently in each direction; reach cannot follow it both ways")
+    if not set(spec.starts) & set(spec.ends):
+        raise ValueError(f"{rel_type} never joins a label to itself")
+
+
 @runtime_checkable
 class GraphStore(Protocol):
     """What the pipeline, detectors and the API need from a graph back end."""
@@ -261,6 +276,13 @@ class GraphStore(Protocol):
         """Relationships of one type leaving (``out``) or entering (``in``) any of ``refs``, each with its far
         node, in one read. With a window, only those whose time falls in it (see ``schema.graph.window_basis``).
         At most ``limit`` hops are returned; readers that must bound their work pass a limit."""
+
+    def reach(self, ref: NodeRef, rel_type: str, hops: int, window: TimeWindow | None = None,
+              limit: int = 1000) -> list[NodeRef] | None:
+        """The nodes within ``hops`` relationships of ``rel_type`` from ``ref``, followed in either direction,
+        every relationship on the way inside the window (``schema.graph.window_basis``); ``ref`` included when
+        it exists, in key order. One read, however many hops. ``None`` when more than ``limit`` nodes are within
+        reach (the caller then bounds a breadth-first walk itself). ``hops`` is at most :data:`MAX_REACH_HOPS`."""
 
     def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
         """Per-slice sums of the ``EMITTED`` counts of Service/Instance ``refs`` whose bucket lies in the bounded

@@ -189,25 +189,17 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     if window.until <= window.since:
         return "empty time window"
 
-    # 1. Services within `hops` CALLS of the symptom (both directions), one read per hop and direction. The
-    #    last frontier is read too (without adding nodes) so calls among the outermost services are kept.
-    hop = {resolved.service: 0}
-    frontier = [resolved.service]
+    # 1. Services within `hops` CALLS of the symptom (both directions) and the calls among them: one read for
+    #    the services in reach, one for their outgoing calls. Only when more than `max_services` are in reach
+    #    does a breadth-first walk, one read per hop, decide which nearest ones to keep.
     call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
-    for depth in range(cfg.hops + 1):
-        if not frontier:
-            break
-        grown: list[NodeRef] = []
-        outward, inward = _concurrently(lambda f=frontier: store.expand(f, "CALLS", "out", window),
-                                        lambda f=frontier: store.expand(f, "CALLS", "in", window))
-        for direction_hops in (outward, inward):
-            for h in direction_hops:
-                call_rels[(h.rel.start, h.rel.end)] = h.rel
-                other = h.node.ref
-                if other not in hop and depth < cfg.hops and len(hop) < cfg.max_services:
-                    hop[other] = depth + 1
-                    grown.append(other)
-        frontier = grown
+    near = store.reach(resolved.service, "CALLS", cfg.hops, window, limit=cfg.max_services)
+    if near is not None:
+        hop = dict.fromkeys([resolved.service, *near], 0)
+        for h in store.expand(near, "CALLS", "out", window):
+            call_rels[(h.rel.start, h.rel.end)] = h.rel
+    else:
+        hop = _bounded_walk(store, resolved.service, window, cfg, call_rels)
     services = sorted(hop, key=lambda r: r.key)
     refs: list[NodeRef] = list(services)
     index: dict[NodeRef, int] = {r: i for i, r in enumerate(refs)}
@@ -311,6 +303,30 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
         symptom=symptom, reference_time=ref_time, window=window, slices=slices, signals=signals,
         service_of=service_of, callees=callees, change_at=change_at, change_kind=change_kind,
     )
+
+
+def _bounded_walk(store: GraphStore, start: NodeRef, window: TimeWindow, cfg: FeatureConfig,
+                  call_rels: dict[tuple[NodeRef, NodeRef], Rel]) -> dict[NodeRef, int]:
+    """Services within ``cfg.hops`` CALLS of ``start``, nearest first, at most ``cfg.max_services``: one read per
+    hop and direction. The last frontier is read too (without adding nodes) so calls among the outermost services
+    are kept. Fills ``call_rels`` with every call seen; returns the hop count of each service kept."""
+    hop = {start: 0}
+    frontier = [start]
+    for depth in range(cfg.hops + 1):
+        if not frontier:
+            break
+        grown: list[NodeRef] = []
+        outward, inward = _concurrently(lambda f=frontier: store.expand(f, "CALLS", "out", window),
+                                        lambda f=frontier: store.expand(f, "CALLS", "in", window))
+        for direction_hops in (outward, inward):
+            for h in direction_hops:
+                call_rels[(h.rel.start, h.rel.end)] = h.rel
+                other = h.node.ref
+                if other not in hop and depth < cfg.hops and len(hop) < cfg.max_services:
+                    hop[other] = depth + 1
+                    grown.append(other)
+        frontier = grown
+    return hop
 
 
 def _concurrently(*reads: Callable[[], _R]) -> list[_R]:

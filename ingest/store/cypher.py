@@ -8,6 +8,7 @@ they are constants that tests read as exact text.
 from __future__ import annotations
 
 from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec, window_basis
+from schema.store import MAX_REACH_HOPS
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
@@ -207,6 +208,102 @@ def _log_slices(spec: NodeSpec) -> str:
 #: a window of an hour holds tens of thousands of template buckets, which cost seconds as driver records.
 LOG_SLICES: dict[str, str] = {
     spec.label: _log_slices(spec)
+    for rel in RELS if rel.type == "EMITTED"
+    for spec in NODES if spec.label in rel.starts
+}
+
+def _in_window(rel_type: str, var: str) -> str:
+    """The window rule of ``schema.graph.window_basis`` for a relationship ``var`` followed either way (the
+    rule is the same both ways, see ``schema.store.check_reach``), as a boolean expression."""
+    basis, prop = window_basis(rel_type, "out")
+    if basis == "rel":
+        return f"(($since IS NULL OR {var}.{prop} >= $since) AND ($until IS NULL OR {var}.{prop} < $until))"
+    if basis == "interval":
+        return (f"(($since IS NULL OR coalesce({var}.last_seen, {var}.first_seen) IS NULL"
+                f" OR coalesce({var}.last_seen, {var}.first_seen) >= $since)"
+                f" AND ($until IS NULL OR coalesce({var}.first_seen, {var}.last_seen) IS NULL"
+                f" OR coalesce({var}.first_seen, {var}.last_seen) < $until))")
+    return "true"
+
+
+def _reach(spec: NodeSpec, rel: RelSpec, hops: int) -> str:
+    # Only the distinct far nodes are kept, so Neo4j expands breadth-first and prunes paths to nodes already
+    # reached (a plain variable-length match would enumerate every path: exponential in dense call graphs).
+    # The bound is text because Cypher takes no parameter there: one statement per bound.
+    return (
+        f"MATCH (s:{spec.label} {{{spec.key}: $key}})\n"
+        f"OPTIONAL MATCH (s)-[rs:{rel.type}*0..{hops}]-(m:{spec.label})\n"
+        f"WHERE all(r IN rs WHERE {_in_window(rel.type, 'r')})\n"
+        f"WITH DISTINCT m.{spec.key} AS key LIMIT $limit\n"
+        "RETURN key"
+    )
+
+
+#: ``GraphStore.reach``: (label, relationship type, hops) -> one statement, for types joining a label to itself.
+REACH: dict[tuple[str, str, int], str] = {
+    (spec.label, rel.type, hops): _reach(spec, rel, hops)
+    for rel in RELS
+    if window_basis(rel.type, "out") == window_basis(rel.type, "in")
+    for spec in NODES if spec.label in rel.starts and spec.label in rel.ends
+    for hops in range(MAX_REACH_HOPS + 1)
+}
+
+#: Log rollups (``LogRollup``): per emitter and UTC hour, parallel lists of bucket offsets (``at_us``,
+#: microseconds from the hour) and the EMITTED ``count``/``errors`` summed over templates. The store writes them
+#: in the transaction that adds the EMITTED counters, from the same rows, so both stay equal under the same
+#: idempotency rule (the ingest cursor skips replayed offsets; a batch is applied whole or not at all). A row
+#: carries one block's offsets (distinct) and increments: offsets new to the block are appended, then every
+#: offset adds its row's increment. Lists hold floats (Neo4j lists are homogeneous; sums are exact below 2^53).
+MERGE_LOG_ROLLUPS = (
+    "UNWIND $rows AS row\n"
+    "MERGE (h:LogRollup {id: row.id})\n"
+    # A write first takes the node's lock until commit: the lists below are read, then written (read committed
+    # would otherwise let two writers of one block both read the old lists and lose an update).
+    "SET h.at_us = coalesce(h.at_us, [])\n"
+    "WITH h, row, h.at_us AS old\n"
+    "WITH h, row, old + [o IN row.at_us WHERE NOT o IN old] AS at_us,\n"
+    "     coalesce(h.count, []) AS count, coalesce(h.errors, []) AS errors, size(old) AS n_old\n"
+    "WITH h, row, at_us, count, errors, n_old,\n"
+    "     [o IN at_us | [i IN range(0, size(row.at_us) - 1) WHERE row.at_us[i] = o]] AS hits\n"
+    "SET h.at_us = at_us,\n"
+    "    h.count = [j IN range(0, size(at_us) - 1) | CASE WHEN j < n_old THEN count[j] ELSE 0.0 END\n"
+    "               + reduce(s = 0.0, i IN hits[j] | s + row.count[i])],\n"
+    "    h.errors = [j IN range(0, size(at_us) - 1) | CASE WHEN j < n_old THEN errors[j] ELSE 0.0 END\n"
+    "                + reduce(s = 0.0, i IN hits[j] | s + row.errors[i])],\n"
+    "    h.first_seen = CASE WHEN h.first_seen IS NULL OR datetime(row.first_seen) < h.first_seen\n"
+    "                        THEN datetime(row.first_seen) ELSE h.first_seen END,\n"
+    "    h.last_seen = CASE WHEN h.last_seen IS NULL OR datetime(row.last_seen) > h.last_seen\n"
+    "                       THEN datetime(row.last_seen) ELSE h.last_seen END"
+)
+
+#: The rollup blocks of a window (``GraphStore.log_slices``): unique-index seeks by id, a few per emitter. The
+#: lists come back whole, in one record (the driver's cost is per record), and are summed per slice by the
+#: caller (list indexing in Cypher cost several times more).
+READ_LOG_ROLLUPS = (
+    "UNWIND $ids AS id\n"
+    "MATCH (h:LogRollup {id: id})\n"
+    "RETURN collect([id, h.at_us, h.count, h.errors]) AS blocks"
+)
+
+
+def _new_log_slices(spec: NodeSpec) -> str:
+    # Starts from the templates first seen since the window began (a range index seek: few, unless the window
+    # covers the start of the data), so only their lines are read; slice index as in _log_slices.
+    return (
+        "MATCH (t:LogTemplate) WHERE t.first_seen >= $since\n"
+        f"MATCH (n:{spec.label})-[r:EMITTED]->(t)\n"
+        f"WHERE n.{spec.key} IN $keys AND r.bucket >= $since AND r.bucket < $until\n"
+        f"WITH n.{spec.key} AS key, r, duration.inSeconds($since, r.bucket) AS d\n"
+        "WITH key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k,\n"
+        "     toFloat(coalesce(r.count, 0)) AS c, toFloat(coalesce(r.errors, 0)) AS e\n"
+        "WITH key, k, sum(c) AS new_total, sum(e) AS new_errors\n"
+        "RETURN key, collect([k, new_total, new_errors]) AS slices"
+    )
+
+
+#: Per-slice lines of templates first seen inside the window (the ``new_*`` sums of ``GraphStore.log_slices``).
+NEW_LOG_SLICES: dict[str, str] = {
+    spec.label: _new_log_slices(spec)
     for rel in RELS if rel.type == "EMITTED"
     for spec in NODES if spec.label in rel.starts
 }

@@ -26,6 +26,7 @@ from schema.store import (
     Subgraph,
     TimeWindow,
     check_hop_direction,
+    check_reach,
     slice_count,
     slice_index,
 )
@@ -205,6 +206,32 @@ class MemoryGraphStore:
                     if len(found) >= limit:
                         return found
         return found
+
+    def reach(self, ref: NodeRef, rel_type: str, hops: int, window: TimeWindow | None = None,
+              limit: int = 1000) -> list[NodeRef] | None:
+        check_reach(rel_type, hops)
+        basis, prop = window_basis(rel_type, "out")
+        with self._lock:
+            if ref not in self._nodes:
+                return []
+            depth = {ref: 0}
+            queue = deque([ref])
+            while queue:
+                node = queue.popleft()
+                if depth[node] >= hops:
+                    continue
+                for key in self._adjacent.get(node, {}).get(rel_type, ()):
+                    far = key[2] if key[1] == node else key[1]
+                    if far in depth or far.label != ref.label:
+                        continue
+                    rel, far_props = self._rels[key], self._nodes[far]
+                    if window is not None and not _hop_in_window(basis, prop, rel, far_props, window):
+                        continue
+                    depth[far] = depth[node] + 1
+                    if len(depth) > limit:
+                        return None
+                    queue.append(far)
+        return sorted(depth, key=lambda n: n.key)
 
     def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
         n = slice_count(window, slice_seconds)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import neo4j
+import numpy as np
 from neo4j import exceptions as neo4j_errors
 
 from ingest.errors import StoreError, StoreRejected, StoreUnavailable
@@ -32,6 +33,7 @@ from schema.store import (
     Subgraph,
     TimeWindow,
     check_hop_direction,
+    check_reach,
     slice_count,
 )
 
@@ -136,6 +138,51 @@ def _iso(value: datetime, memo: dict[int, str]) -> str:
     return text
 
 
+_HOUR_US = 3600 * 1_000_000
+
+
+def _epoch_us(at: datetime) -> int:
+    """Whole microseconds since the epoch (naive times are taken as UTC, as the driver stores them)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _rollup_id(ref: NodeRef, hour_us: int) -> str:
+    """The ``LogRollup`` key of one emitter's hour: label and hour first (neither holds ``|``), key last."""
+    return f"{ref.label}|{hour_us // 1_000_000}|{ref.key}"
+
+
+def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
+    """The batch's EMITTED counters summed per emitter, UTC hour and bucket: one ``LogRollup`` row per block.
+
+    Only counters (``add``) are rolled up: that is how the mapping writes EMITTED, and what a replay guard
+    (the ingest cursor) protects; a ``count`` set as a plain property would not be summed by EMITTED either."""
+    blocks: dict[str, dict[str, Any]] = {}
+    for rel in batch.rels:
+        if rel.type != "EMITTED":
+            continue
+        bucket = rel.key["bucket"]
+        at = _epoch_us(bucket)
+        hour_us = at - at % _HOUR_US
+        block = blocks.get(rollup_id := _rollup_id(rel.start, hour_us))
+        if block is None:
+            block = blocks[rollup_id] = {"id": rollup_id, "sums": {}, "first": None, "last": None}
+        sums = block["sums"].setdefault(at - hour_us, [0.0, 0.0])
+        sums[0] += float(rel.add.get("count", 0))
+        sums[1] += float(rel.add.get("errors", 0))
+        for seen in (rel.first_seen, rel.last_seen, bucket):
+            if seen is not None:
+                block["first"] = seen if block["first"] is None else min(block["first"], seen)
+                block["last"] = seen if block["last"] is None else max(block["last"], seen)
+    return [
+        {"id": b["id"], "at_us": list(b["sums"]), "count": [c for c, _ in b["sums"].values()],
+         "errors": [e for _, e in b["sums"].values()], "first_seen": b["first"].isoformat(),
+         "last_seen": b["last"].isoformat()}
+        for b in blocks.values()
+    ]
+
+
 class Neo4jGraphStore:
     """A :class:`schema.store.GraphStore` on Neo4j 5."""
 
@@ -182,6 +229,7 @@ class Neo4jGraphStore:
                 row["key"] = {k: _iso(v, iso) if isinstance(v, datetime) else v for k, v in rel.key.items()}
             rel_rows[(rel.type, start.label, end.label)].append(row)
         cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
+        rollup_rows = _rollup_rows(batch)
 
         def work(tx: neo4j.ManagedTransaction) -> None:
             # Nodes first so relationship MERGEs find them; sorted for a stable lock order across writers.
@@ -189,6 +237,8 @@ class Neo4jGraphStore:
                 tx.run(cypher.MERGE_NODES[label], rows=node_rows[label]).consume()
             for key in sorted(rel_rows):
                 tx.run(cypher.MERGE_RELS[key], rows=rel_rows[key]).consume()
+            if rollup_rows:  # with the EMITTED counters they sum, so both commit or neither does
+                tx.run(cypher.MERGE_LOG_ROLLUPS, rows=rollup_rows).consume()
             if cursor_rows:
                 tx.run(cypher.ADVANCE_CURSORS, rows=cursor_rows).consume()
 
@@ -252,44 +302,104 @@ class Neo4jGraphStore:
         by_label: dict[str, list[str]] = {}
         for ref in dict.fromkeys(refs):
             by_label.setdefault(ref.label, []).append(ref.key)
-        hops: list[Hop] = []
+        rel_key = rel_spec(rel_type).key
+        found: dict[NodeRef, list[Hop]] = {}
+        n_found = 0
         for label, keys in by_label.items():
             statement = cypher.EXPAND_HOPS.get((label, rel_type, direction))
             if statement is None:  # the type never touches this label on that side
                 continue
             records = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
-                                 limit=limit - len(hops), time_keys=cypher.TIME_KEYS)
+                                 limit=limit - n_found, time_keys=cypher.TIME_KEYS)
             for record in records:
                 near = NodeRef(label, record["key"])
+                near_hops = found[near] = []
                 for r_pairs, m_label, m_pairs in record["hops"]:
                     m_props = _from_pairs(m_pairs)
                     key = NODE_SPECS[m_label].key
                     far = NodeRef(m_label, m_props.pop(key))
                     start, end = (near, far) if direction == "out" else (far, near)
-                    hops.append(Hop(Rel(rel_type, start, end, _from_pairs(r_pairs)), Node(m_label, far.key, m_props)))
-            if len(hops) >= limit:
+                    near_hops.append(Hop(Rel(rel_type, start, end, _from_pairs(r_pairs)),
+                                         Node(m_label, far.key, m_props)))
+                # The in-memory store's order: the far end's label and key, then the relationship's key.
+                near_hops.sort(key=lambda h: (h.node.label, h.node.key,
+                                              repr(tuple(sorted((k, h.rel.props.get(k)) for k in rel_key)))
+                                              if rel_key else ""))
+                n_found += len(near_hops)
+            if n_found >= limit:
                 break
-        return hops
+        # Near nodes in the caller's order, as the in-memory store walks them: readers that number what they
+        # find (the RCA extraction's node indices) get the same numbering from every back end.
+        return [h for ref in dict.fromkeys(refs) for h in found.get(ref, ())][:limit]
+
+    def reach(self, ref: NodeRef, rel_type: str, hops: int, window: TimeWindow | None = None,
+              limit: int = 1000) -> list[NodeRef] | None:
+        check_reach(rel_type, hops)
+        statement = cypher.REACH.get((ref.label, rel_type, hops))
+        if statement is None:  # the type never joins this label to itself: only the node itself is in reach
+            return [ref] if self.get_node(ref) is not None else []
+        window = window or TimeWindow()
+        records = self._read("reach", statement, key=ref.key, since=window.since, until=window.until, limit=limit + 1)
+        if len(records) > limit:
+            return None
+        return sorted((NodeRef(ref.label, r["key"]) for r in records if r["key"] is not None), key=lambda n: n.key)
 
     def log_slices(self, refs: Sequence[NodeRef], window: TimeWindow, slice_seconds: int) -> dict[NodeRef, LogSlices]:
+        """Totals from the ``LogRollup`` blocks of the window's hours (a few index seeks per node instead of every
+        EMITTED relationship of the window); ``new_*`` from the lines of templates first seen in the window."""
         n = slice_count(window, slice_seconds)
+        assert window.since is not None and window.until is not None
+        since_us, until_us = _epoch_us(window.since), _epoch_us(window.until)
+        emitters = list(dict.fromkeys(ref for ref in refs if ref.label in cypher.NEW_LOG_SLICES))
+        if not emitters:
+            return {}
+        blocks = {  # rollup id -> (emitter index, start of its hour)
+            _rollup_id(ref, hour_us): (i, hour_us)
+            for i, ref in enumerate(emitters)
+            for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
+        }
         by_label: dict[str, list[str]] = {}
-        for ref in dict.fromkeys(refs):
+        for ref in emitters:
             by_label.setdefault(ref.label, []).append(ref.key)
-        found: dict[NodeRef, LogSlices] = {}
-        for label, keys in by_label.items():
-            statement = cypher.LOG_SLICES.get(label)
-            if statement is None:  # this label emits no log lines
-                continue
-            records = self._read("log slices", statement, keys=keys, since=window.since, until=window.until,
-                                 slice_ns=slice_seconds * 1_000_000_000)
+
+        def work(tx: neo4j.ManagedTransaction) -> tuple[list[list[Any]], list[tuple[str, list[Any]]]]:
+            rollups = tx.run(cypher.READ_LOG_ROLLUPS, ids=list(blocks)).single(strict=True)["blocks"]
+            fresh = [(label, list(tx.run(cypher.NEW_LOG_SLICES[label], keys=keys, since=window.since,
+                                         until=window.until, slice_ns=slice_seconds * 1_000_000_000)))
+                     for label, keys in by_label.items()]
+            return rollups, fresh
+
+        with _translated("log slices"), self._driver.session(database=self._database) as session:
+            rollups, fresh = session.execute_read(work)
+        # Every (emitter, bucket) entry of the blocks at once: slice index exactly schema.store.slice_index, in
+        # whole microseconds; entries outside the window are dropped; sums per (emitter, slice) by bincount.
+        owner: list[int] = []
+        at: list[int] = []
+        count: list[float] = []
+        errors: list[float] = []
+        for rollup_id, offsets, block_count, block_errors in rollups:
+            i, hour_us = blocks[rollup_id]
+            owner.extend([i] * len(offsets))
+            at.extend([hour_us + o for o in offsets])
+            count.extend(block_count)
+            errors.extend(block_errors)
+        at_arr = np.array(at, dtype=np.int64)
+        inside = (at_arr >= since_us) & (at_arr < until_us)
+        cell = np.array(owner, dtype=np.int64)[inside] * n + (at_arr[inside] - since_us) // (slice_seconds * 1_000_000)
+        size = len(emitters) * n
+        totals = np.bincount(cell, np.array(count, dtype=np.float64)[inside], size).reshape(-1, n)
+        error_sums = np.bincount(cell, np.array(errors, dtype=np.float64)[inside], size).reshape(-1, n)
+        seen = np.bincount(cell // n, minlength=len(emitters)) > 0
+        acc = {emitters[i]: [totals[i].tolist(), error_sums[i].tolist(), [0.0] * n, [0.0] * n]
+               for i in np.flatnonzero(seen)}
+        for label, records in fresh:
             for record in records:
-                acc = [[0.0] * n for _ in range(4)]
-                for k, *sums in record["slices"]:
-                    for column, value in zip(acc, sums, strict=True):
-                        column[k] = value
-                found[NodeRef(label, record["key"])] = LogSlices(*(tuple(a) for a in acc))
-        return found
+                ref = NodeRef(label, record["key"])
+                if ref not in acc:  # cannot happen while rollups and EMITTED agree; kept whole if they do not
+                    acc[ref] = [[0.0] * n for _ in range(4)]
+                for k, new_total, new_errors in record["slices"]:
+                    acc[ref][2][k], acc[ref][3][k] = new_total, new_errors
+        return {ref: LogSlices(*(tuple(a) for a in sums)) for ref, sums in acc.items()}
 
     def neighbourhood(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import torch
 
 from ingest.batch import BatchBuilder
 from ingest.store.memory import MemoryGraphStore
@@ -248,3 +249,87 @@ def test_clear_removes_everything(store: GraphStore) -> None:
     store.write(_topology(T0))
     store.clear()
     assert store.count("Service") == 0 and store.count_rels("CALLS") == 0
+
+
+def test_log_slices_add_up_across_batches_hours_and_emitters(store: GraphStore) -> None:
+    # Lines of one bucket arrive in several batches, buckets straddle an hour boundary and several templates
+    # share a bucket: the per-slice sums are those of the EMITTED counters, whatever the back end keeps.
+    hour = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+    lines = [  # (template, minutes from the hour, count, errors)
+        ("T1", -3, 4, 1), ("T1", -1, 2, 0), ("T2", -1, 3, 3), ("T1", 0, 1, 0), ("T3", 1, 5, 2), ("T1", 1, 1, 1),
+    ]
+    for part in (lines[:3], lines[2:], lines[4:]):  # the last two batches repeat buckets already written
+        b = BatchBuilder()
+        svc = b.node("Service", "checkout")
+        for template, minute, count, errors in part:
+            at = hour + timedelta(minutes=minute)
+            b.rel("EMITTED", svc, b.node("LogTemplate", template, seen=at), key={"bucket": at},
+                  add={"count": count, "errors": errors}, seen=at)
+        store.write(b.build())
+    window = TimeWindow(hour - timedelta(minutes=2), hour + timedelta(minutes=2))
+    got = store.log_slices([NodeRef("Service", "checkout")], window, 120)[NodeRef("Service", "checkout")]
+    # Slice 0: minute -1 (T1 2, T2 3 twice). Slice 1: minute 0 (T1 1), minute 1 (T3 5 twice, T1 1 twice).
+    assert got.total == (8.0, 13.0)
+    assert got.errors == (6.0, 6.0)
+    # T2 and T3 are first seen inside the window; T1 before it.
+    assert got.new_total == (6.0, 10.0)
+    assert got.new_errors == (6.0, 4.0)
+    assert store.log_slices([NodeRef("Service", "checkout")], TimeWindow(hour + timedelta(minutes=2),
+                                                                         hour + timedelta(minutes=4)), 120) == {}
+
+
+def test_reach_follows_calls_both_ways_within_hops_and_window(store: GraphStore) -> None:
+    store.write(_topology(T0))  # frontend -> checkout -> payments
+    b = BatchBuilder()
+    pay, ledger, audit = b.node("Service", "payments"), b.node("Service", "ledger"), b.node("Service", "audit")
+    b.rel("CALLS", pay, ledger, seen=T0)
+    b.rel("CALLS", audit, ledger, seen=T0)  # ledger's other caller: reached through an inward hop
+    b.rel("CALLS", audit, b.node("Service", "late"), seen=T0 + timedelta(hours=2))
+    b.rel("CALLS", audit, audit, seen=T0)  # a self-call changes nothing
+    store.write(b.build())
+    checkout = NodeRef("Service", "checkout")
+    names = lambda refs: [r.key for r in refs]  # noqa: E731
+    assert names(store.reach(checkout, "CALLS", 0)) == ["checkout"]
+    assert names(store.reach(checkout, "CALLS", 1)) == ["checkout", "frontend", "payments"]
+    assert names(store.reach(checkout, "CALLS", 3)) == ["audit", "checkout", "frontend", "ledger", "payments"]
+    assert names(store.reach(checkout, "CALLS", 4)) == ["audit", "checkout", "frontend", "late", "ledger", "payments"]
+    window = TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))
+    assert names(store.reach(checkout, "CALLS", 4, window)) == ["audit", "checkout", "frontend", "ledger", "payments"]
+    assert store.reach(checkout, "CALLS", 4, window, limit=4) is None
+    assert len(store.reach(checkout, "CALLS", 4, window, limit=5)) == 5
+    assert store.reach(NodeRef("Service", "ghost"), "CALLS", 2) == []
+    with pytest.raises(ValueError):
+        store.reach(checkout, "CALLS", 99)
+    with pytest.raises(ValueError):
+        store.reach(checkout, "INSTANCE_OF", 1)
+
+
+def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: GraphStore) -> None:
+    # The incident graph (nodes, edges, every feature of every slice) depends on the data only: the reads
+    # each back end answers with its own means (rollups, one-query reach) must add up to the same tensors.
+    from gnn.rca.features import FeatureConfig, extract_incident
+    from ingest.replay import replay
+    from ingest.simulate.ops import OpsSimConfig, simulate_ops
+
+    scenario = simulate_ops(OpsSimConfig(seed=5, min_services=10, max_services=12, n_incidents=2, warmup_minutes=15,
+                                         segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6)))
+    reference = MemoryGraphStore()
+    for target in (store, reference):
+        replay(scenario.events, target, batch_size=700)  # small batches: buckets and hours split across writes
+    services = sorted({e.service for e in scenario.events if getattr(e, "type", "") == "span"})
+    anchors: list[tuple[NodeRef, TimeWindow | None]] = [
+        (NodeRef("Alert", case["symptom"]["alert"]), None) for case in scenario.cases
+        if (case.get("symptom") or {}).get("alert")]
+    assert anchors
+    at = datetime.fromisoformat(scenario.cases[0]["at"])
+    anchors += [(NodeRef("Service", s), TimeWindow(at - timedelta(minutes=31), at + timedelta(minutes=5)))
+                for s in services[:3]]
+    for config in (FeatureConfig(lookback_minutes=12), FeatureConfig(hops=1, max_services=3)):
+        for anchor, window in anchors:
+            got, want = extract_incident(store, anchor, window, config), extract_incident(reference, anchor, window,
+                                                                                          config)
+            assert not isinstance(got, str) and not isinstance(want, str), (got, want)
+            assert got.refs == want.refs
+            assert {k: v.tolist() for k, v in got.edges.items()} == {k: v.tolist() for k, v in want.edges.items()}
+            assert torch.equal(got.x, want.x), anchor
+            assert got.x[:, :, 11:15].sum() > 0  # the logs were read
