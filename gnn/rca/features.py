@@ -408,27 +408,30 @@ def _features(refs: list[NodeRef], kinds: list[str], signals: list[NodeSignals],
     for a, b in calls:
         n_callees[a] += 1
         n_callers[b] += 1
-    anom_max = np.stack([s.anom.max(axis=1) for s in signals], axis=1) if N else np.zeros((T, 0))  # [T, N]
-    slice_max = np.maximum(anom_max.max(axis=1, keepdims=True), 1.0) if N else np.ones((T, 1))
-    for i in range(N):
-        s = signals[i]
-        x[:, i, KINDS.index(kinds[i])] = 1.0
-        x[:, i, 4:10] = np.log1p(s.anom)
-        x[:, i, 10] = np.log1p(s.anom_count)
-        x[:, i, 11] = np.log1p(s.log_errors)
-        x[:, i, 12] = np.log1p(s.log_total)
-        x[:, i, 13] = np.log1p(s.new_tpl)
-        x[:, i, 14] = np.log1p(s.new_tpl_errors)
-        x[:, i, 15] = s.changes
-        x[:, i, 16] = np.log1p(s.alerts)
-        x[:, i, 17] = 1.0 if i == symptom else 0.0
-        x[:, i, 18] = anom_max[:, i] / slice_max[:, 0]
-        x[:, i, 19] = math.log1p(n_callers[i])
-        x[:, i, 20] = math.log1p(n_callees[i])
-        stat = calls_stats.get(i)
-        x[:, i, 21] = stat[1] / stat[0] if stat and stat[0] > 0 else 0.0
-        if i in change_at:
-            x[:, i, 22] = (ref_time - change_at[i]).total_seconds() / 1800.0
+    if N:
+        # Whole columns at once (a loop over nodes cost ~20 numpy calls per node); every value is computed by the
+        # same operation as per node before, so the features are bit-identical.
+        anom_max = np.stack([s.anom.max(axis=1) for s in signals], axis=1)  # [T, N]
+        slice_max = np.maximum(anom_max.max(axis=1, keepdims=True), 1.0)
+        x[:, np.arange(N), [KINDS.index(k) for k in kinds]] = 1.0
+        x[:, :, 4:10] = np.log1p(np.stack([s.anom for s in signals], axis=1))
+        for col, series in ((10, "anom_count"), (11, "log_errors"), (12, "log_total"), (13, "new_tpl"),
+                            (14, "new_tpl_errors"), (16, "alerts")):
+            x[:, :, col] = np.log1p(np.stack([getattr(s, series) for s in signals], axis=1))
+        x[:, :, 15] = np.stack([s.changes for s in signals], axis=1)
+        x[:, symptom, 17] = 1.0
+        x[:, :, 18] = anom_max / slice_max
+        x[:, :, 19] = [math.log1p(v) for v in n_callers]
+        x[:, :, 20] = [math.log1p(v) for v in n_callees]
+        error_ratio = [0.0] * N
+        for i, stat in calls_stats.items():
+            if stat[0] > 0:
+                error_ratio[i] = stat[1] / stat[0]
+        x[:, :, 21] = error_ratio
+        lead = [0.0] * N
+        for i, at in change_at.items():
+            lead[i] = (ref_time - at).total_seconds() / 1800.0
+        x[:, :, 22] = lead
     x[:, :, 23] = (np.arange(T, dtype=np.float32) / max(1, T - 1))[:, None]
     _relative(x)
     return torch.from_numpy(x)

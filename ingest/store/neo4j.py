@@ -309,12 +309,12 @@ class Neo4jGraphStore:
             statement = cypher.EXPAND_HOPS.get((label, rel_type, direction))
             if statement is None:  # the type never touches this label on that side
                 continue
-            records = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
-                                 limit=limit - n_found, time_keys=cypher.TIME_KEYS)
-            for record in records:
-                near = NodeRef(label, record["key"])
+            [record] = self._read("expand", statement, keys=keys, since=window.since, until=window.until,
+                                  limit=limit - n_found, time_keys=cypher.TIME_KEYS)
+            for near_key, hop_rows in record["near"]:
+                near = NodeRef(label, near_key)
                 near_hops = found[near] = []
-                for r_pairs, m_label, m_pairs in record["hops"]:
+                for r_pairs, m_label, m_pairs in hop_rows:
                     m_props = _from_pairs(m_pairs)
                     key = NODE_SPECS[m_label].key
                     far = NodeRef(m_label, m_props.pop(key))
