@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     #: Threads torch may use per process. One by default: the models are small, and on a shared machine
     #: more threads contend (a 948-node RCA forward took 600-2000 ms with 2 threads, 85-180 ms with 1).
     torch_threads: int = 1
+    #: Young-generation threshold of Python's garbage collector (0: Python's default of 700). An RCA analysis
+    #: allocates many short-lived objects: with the defaults, collections took about 95 ms of a 480 ms analysis
+    #: (300 services, bench/rca.py's data), 3 ms with this threshold and the start-up objects frozen.
+    gc_threshold: int = 50_000
     #: Transaction scoring model checkpoint (the shipped one by default).
     fraud_checkpoint: Path = Path(__file__).resolve().parents[1] / "gnn" / "checkpoints" / "fraud.pt"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
