@@ -21,7 +21,17 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from schema.store import GraphStore, Hop, LogSlices, NodeRef, Rel, TimeWindow, slice_count, slice_index
+from schema.store import (
+    MAX_REACH_HOPS,
+    GraphStore,
+    Hop,
+    LogSlices,
+    NodeRef,
+    Rel,
+    TimeWindow,
+    slice_count,
+    slice_index,
+)
 
 _R = TypeVar("_R")
 
@@ -193,7 +203,8 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     #    the services in reach, one for their outgoing calls. Only when more than `max_services` are in reach
     #    does a breadth-first walk, one read per hop, decide which nearest ones to keep.
     call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
-    near = store.reach(resolved.service, "CALLS", cfg.hops, window, limit=cfg.max_services)
+    near = (store.reach(resolved.service, "CALLS", cfg.hops, window, limit=cfg.max_services)
+            if cfg.hops <= MAX_REACH_HOPS else None)
     if near is not None:
         hop = dict.fromkeys([resolved.service, *near], 0)
         for h in store.expand(near, "CALLS", "out", window):

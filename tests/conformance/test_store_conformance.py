@@ -324,7 +324,8 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
     at = datetime.fromisoformat(scenario.cases[0]["at"])
     anchors += [(NodeRef("Service", s), TimeWindow(at - timedelta(minutes=31), at + timedelta(minutes=5)))
                 for s in services[:3]]
-    for config in (FeatureConfig(lookback_minutes=12), FeatureConfig(hops=1, max_services=3)):
+    # The default; a walk bounded by max_services; more hops than one reach query follows (a walk too).
+    for config in (FeatureConfig(lookback_minutes=12), FeatureConfig(hops=1, max_services=3), FeatureConfig(hops=13)):
         for anchor, window in anchors:
             got, want = extract_incident(store, anchor, window, config), extract_incident(reference, anchor, window,
                                                                                           config)
