@@ -291,7 +291,7 @@ def _send_to_kafka(settings: Settings, lines: Iterable[bytes], rate: float = 0.0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    """Apply constraints to Neo4j, export JSON Schemas, or print the DDL."""
+    """Apply constraints to Neo4j, rebuild its log rollups, export JSON Schemas, or print the DDL."""
     if args.action == "apply":
         from server.host import build_store
 
@@ -300,6 +300,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         print(f"applied {len(STATEMENTS)} constraints and indexes")
         store.close()
+    elif args.action == "rollups":
+        from server.host import build_store
+
+        store = build_store(_settings(args), embedded=False)
+        try:
+            written = store.rebuild_log_rollups()  # type: ignore[attr-defined]
+        finally:
+            store.close()
+        print(f"rebuilt {written} log rollups from the EMITTED counters")
     elif args.action == "export":
         from schema.jsonschemas import export
 
@@ -494,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraud: model checkpoint ('' for rules and matcher only)")
     p.add_argument("--no-baselines", action="store_true", help="fraud: skip the baselines (faster)")
 
-    p = command("schema", cmd_schema, "graph schema: apply constraints, export JSON Schemas, print DDL")
-    p.add_argument("action", choices=["apply", "export", "ddl"])
+    p = command("schema", cmd_schema, "graph schema: apply constraints, rebuild the log rollups (ingest stopped), "
+                "export JSON Schemas, print DDL")
+    p.add_argument("action", choices=["apply", "rollups", "export", "ddl"])
     p.add_argument("--dir", help="output folder for export (default: schema/json)")
 
     # The investigator kit: queries, query, explain, rca (server/investigate/commands.py).

@@ -310,6 +310,39 @@ NEW_LOG_SLICES: dict[str, str] = {
     for spec in NODES if spec.label in rel.starts
 }
 
+#: ``Neo4jGraphStore.rebuild_log_rollups``: every rollup, in bounded transactions.
+DELETE_LOG_ROLLUPS = "MATCH (h:LogRollup) WITH h LIMIT $batch DETACH DELETE h RETURN count(*) AS deleted"
+
+
+def _emitter_keys(spec: NodeSpec) -> str:
+    return (
+        f"MATCH (n:{spec.label}) WHERE EXISTS {{ (n)-[:EMITTED]->() }}\n"
+        f"RETURN n.{spec.key} AS key ORDER BY key"
+    )
+
+
+def _emitted_counts(spec: NodeSpec) -> str:
+    return (
+        "UNWIND $keys AS key\n"
+        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->()\n"
+        "RETURN key, r.bucket AS bucket, coalesce(r.count, 0) AS count, coalesce(r.errors, 0) AS errors"
+    )
+
+
+#: The keys of a label's nodes that emitted log lines, in key order (the rebuild pages through them).
+EMITTER_KEYS: dict[str, str] = {
+    spec.label: _emitter_keys(spec)
+    for rel in RELS if rel.type == "EMITTED"
+    for spec in NODES if spec.label in rel.starts
+}
+
+#: Every EMITTED counter of some emitters (the rebuild's input).
+EMITTED_COUNTS: dict[str, str] = {
+    spec.label: _emitted_counts(spec)
+    for rel in RELS if rel.type == "EMITTED"
+    for spec in NODES if spec.label in rel.starts
+}
+
 #: Retention: event nodes by their time property, in bounded transactions.
 DELETE_OLD_NODES: dict[str, str] = {
     spec.label: (

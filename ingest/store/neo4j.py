@@ -30,6 +30,7 @@ from schema.store import (
     Node,
     NodeRef,
     Rel,
+    RelRow,
     Subgraph,
     TimeWindow,
     check_hop_direction,
@@ -459,6 +460,35 @@ class Neo4jGraphStore:
                 if deleted < batch_size:
                     break
         return total
+
+    def rebuild_log_rollups(self, page: int = 200, batch_size: int = 10_000) -> int:
+        """Recompute every ``LogRollup`` from the ``EMITTED`` counters; returns the rollups written.
+
+        For a database written before rollups existed (its log counts would read as zero), or one whose rollups
+        are in doubt. Run it with ingest stopped: a batch written while it runs could be counted twice or not at
+        all. It is idempotent: the rollups are deleted first, then summed again from the relationships."""
+        while True:
+            deleted = self._write("rollup rebuild", lambda tx: tx.run(cypher.DELETE_LOG_ROLLUPS,
+                                                                      batch=batch_size).single()["deleted"])
+            if deleted < batch_size:
+                break
+        written = 0
+        for label, statement in cypher.EMITTER_KEYS.items():
+            keys = [r["key"] for r in self._read("rollup rebuild", statement)]
+            for i in range(0, len(keys), page):
+                records = self._read("rollup rebuild", cypher.EMITTED_COUNTS[label], keys=keys[i : i + page])
+                # The rows the write path would have rolled up, rebuilt from what EMITTED holds now.
+                counters = GraphBatch(rels=[
+                    RelRow("EMITTED", NodeRef(label, r["key"]), NodeRef("LogTemplate", "-"),
+                           key={"bucket": r["bucket"].to_native()}, add={"count": r["count"], "errors": r["errors"]})
+                    for r in records
+                ])
+                rows = _rollup_rows(counters)
+                if rows:
+                    self._write("rollup rebuild",
+                                lambda tx, rows=rows: tx.run(cypher.MERGE_LOG_ROLLUPS, rows=rows).consume())
+                written += len(rows)
+        return written
 
     def count(self, label: str) -> int:
         node_spec(label)
