@@ -9,6 +9,8 @@ Prints one JSON line:
 * ``ring_delay_p99_s``: for every batch that closed a ring, the time from the producer's send of the
   batch's oldest record to the batch's commit (the ring is in Neo4j then): an upper bound of the delay
   from the closing transaction to the ring in the graph, measured with the producer paced at ``--rate``;
+* ``inline_score_p50_ms``, ``inline_score_p99_ms``: ``ScoreTransaction`` round trips made every 20 ms during
+  the Kafka run, against a server sharing the pipeline's detector (inline scoring while ingest runs);
 * ``stage_ms_per_event``: milliseconds per consumed event spent decoding and mapping (``prepare``), writing
   (``write``) and running the detectors with their annotation writes (``detect``) in that run.
 
@@ -31,8 +33,10 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
+import contextlib
 import json
 import statistics
+import threading
 import time
 import uuid
 
@@ -120,8 +124,8 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     settings = _settings(base, f"fraud{uuid.uuid4().hex[:8]}", batch)
     ensure_topics(str(settings.kafka_bootstrap), settings.kafka.topics.inputs(), settings.kafka.partitions)
     engine = RulesEngine()
-    pipeline = _TimedPipeline(store, build_mapper(settings, persistent=False),
-                        [BasicRuleDetector(engine), FraudRingDetector(load_detector())])
+    fraud = FraudRingDetector(load_detector())
+    pipeline = _TimedPipeline(store, build_mapper(settings, persistent=False), [BasicRuleDetector(engine), fraud])
     consumer = make_consumer(str(settings.kafka_bootstrap), settings.kafka.group_id, max_poll_records=batch)
     clock = _CommitClock(KafkaSource(consumer, settings.kafka.topics.inputs()))
     ring_delays: list[float] = []
@@ -136,6 +140,29 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     while not clock.source.assignment():
         runner.run_once()
     producer = _producer_process(settings, events, rate)
+    # Inline scoring while the pipeline ingests: a client calls ScoreTransaction on the server that shares
+    # the pipeline's detector (as ``sleuth serve`` does), on transfers between accounts of its own.
+    first_at = next(e.at for e in events if isinstance(e, TransactionEvent))
+    inline: list[float] = []
+    stop_inline = threading.Event()
+
+    def score_inline(port: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.FraudStub(channel)
+            i = 0
+            while not stop_inline.wait(0.02):
+                request = pb.ScoreTransactionRequest(transaction=pb.Transaction(
+                    id=f"probe-{i}", at=to_timestamp(first_at), src=f"probe-src-{i % 50}", dst=f"probe-dst-{i % 70}",
+                    amount=40.0 + i % 30, currency="EUR", channel="p2p"))
+                started = time.perf_counter()
+                stub.ScoreTransaction(request)
+                inline.append((time.perf_counter() - started) * 1000)
+                i += 1
+
+    serving = contextlib.ExitStack()
+    port, _ = serving.enter_context(running_server(ServerParts(store, FindingHub(), fraud)))
+    scorer = threading.Thread(target=score_inline, args=(port,), daemon=True)
+    scorer.start()
     done, timed_from, timed_records = 0, None, 0
     deadline = time.monotonic() + len(events) / rate + 600
     while done < len(events) and time.monotonic() < deadline:
@@ -152,15 +179,21 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
         else:
             timed_records += outcome.records
     elapsed = time.perf_counter() - (timed_from or time.perf_counter())
+    stop_inline.set()
+    scorer.join()
+    serving.close()
     producer.join()
     clock.close()
     rings = store.count("FraudRing")
     store.clear()
     store.close()
     _, ring_p99 = _quantiles(ring_delays)
+    inline_p50, inline_p99 = _quantiles(inline)
     return {"tx_per_s": round(timed_records / elapsed, 1) if elapsed else 0.0, "events": done, "rings_in_neo4j": rings,
             "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3),
-            "stage_ms_per_event": {k: round(1000 * v / max(1, done), 3) for k, v in pipeline.stage_s.items()}}
+            "stage_ms_per_event": {k: round(1000 * v / max(1, done), 3) for k, v in pipeline.stage_s.items()},
+            "inline_score_calls": len(inline), "inline_score_p50_ms": round(inline_p50, 2),
+            "inline_score_p99_ms": round(inline_p99, 2)}
 
 
 def main() -> None:

@@ -210,13 +210,14 @@ class FraudRingDetector:
                 self._written_risk.move_to_end(account)
             while len(self._written_risk) > self.config.remembered_verdicts:
                 self._written_risk.popitem(last=False)
-        detection = Detection(annotations=fraud_annotations(verdicts, reported, risk, ring_threshold=threshold))
-        builder = BatchBuilder()
-        for ring in reported:
-            finding = self._ring_finding(ring)
-            detection.findings.append(finding)
-            add_finding(finding, builder)
-        in_rings = {tx for ring in reported for tx in ring.evidence}
+            # Rings are shared with inline scoring (ScoreTransaction), which may grow them: read them here.
+            detection = Detection(annotations=fraud_annotations(verdicts, reported, risk, ring_threshold=threshold))
+            builder = BatchBuilder()
+            for ring in reported:
+                finding = self._ring_finding(ring)
+                detection.findings.append(finding)
+                add_finding(finding, builder)
+            in_rings = {tx for ring in reported for tx in ring.evidence}
         by_id = {item.event.id: item.event for item in events if isinstance(item.event, TransactionEvent)}
         for verdict in verdicts:
             if verdict.score >= self.config.risky_transaction_score and verdict.tx not in in_rings:
