@@ -189,31 +189,6 @@ EXPAND_HOPS: dict[tuple[str, str, str], str] = {
 }
 
 
-def _log_slices(spec: NodeSpec) -> str:
-    # Slice index in whole nanoseconds from $since (integer division), exactly schema.store.slice_index.
-    return (
-        "UNWIND $keys AS key\n"
-        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->(t:LogTemplate)\n"
-        "WHERE r.bucket >= $since AND r.bucket < $until\n"
-        "WITH key, r, t, duration.inSeconds($since, r.bucket) AS d\n"
-        "WITH key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k,\n"
-        "     toFloat(coalesce(r.count, 0)) AS c, toFloat(coalesce(r.errors, 0)) AS e,\n"
-        "     coalesce(t.first_seen >= $since, false) AS fresh\n"
-        "WITH key, k, sum(c) AS total, sum(e) AS errors,\n"
-        "     sum(CASE WHEN fresh THEN c ELSE 0.0 END) AS new_total,\n"
-        "     sum(CASE WHEN fresh THEN e ELSE 0.0 END) AS new_errors\n"
-        "RETURN key, collect([k, total, errors, new_total, new_errors]) AS slices"
-    )
-
-
-#: Per-slice log line sums of Service/Instance nodes (``GraphStore.log_slices``), aggregated in the database:
-#: a window of an hour holds tens of thousands of template buckets, which cost seconds as driver records.
-LOG_SLICES: dict[str, str] = {
-    spec.label: _log_slices(spec)
-    for rel in RELS if rel.type == "EMITTED"
-    for spec in NODES if spec.label in rel.starts
-}
-
 def _in_window(rel_type: str, var: str) -> str:
     """The window rule of ``schema.graph.window_basis`` for a relationship ``var`` followed either way (the
     rule is the same both ways, see ``schema.store.check_reach``), as a boolean expression."""
@@ -290,7 +265,8 @@ READ_LOG_ROLLUPS = (
 
 def _new_log_slices(spec: NodeSpec) -> str:
     # Starts from the templates first seen since the window began (a range index seek: few, unless the window
-    # covers the start of the data), so only their lines are read; slice index as in _log_slices.
+    # covers the start of the data), so only their lines are read. Slice index in whole nanoseconds from $since
+    # (integer division), exactly schema.store.slice_index.
     return (
         "MATCH (t:LogTemplate) WHERE t.first_seen >= $since\n"
         f"MATCH (n:{spec.label})-[r:EMITTED]->(t)\n"
