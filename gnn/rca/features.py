@@ -498,11 +498,18 @@ def without_logs(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
     """A copy of ``x`` as it would be if ``nodes`` (a boolean mask over nodes) shipped no logs.
 
     Training augmentation: real systems have services whose logs are not collected, or none at all."""
+    return _zeroed(x, LOG_FEATURES, nodes=nodes)
+
+
+def _zeroed(x: torch.Tensor, names: Sequence[str], slices: np.ndarray | None = None,
+            nodes: np.ndarray | None = None) -> torch.Tensor:
+    """A copy of ``x`` with the features ``names`` set to zero in ``slices`` x ``nodes`` (boolean masks; all
+    when ``None``), and the derived features recomputed."""
     out = x.numpy().copy()
-    cols = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
-    sub = out[:, nodes, :]
-    sub[:, :, cols] = 0.0
-    out[:, nodes, :] = sub
+    T, N, _ = out.shape
+    rows = np.arange(T) if slices is None else np.flatnonzero(slices)
+    cells = np.arange(N) if nodes is None else np.flatnonzero(nodes)
+    out[np.ix_(rows, cells, [FEATURE_NAMES.index(n) for n in names])] = 0.0
     _relative(out)
     return torch.from_numpy(out)
 
@@ -510,13 +517,7 @@ def without_logs(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
 def log_gaps(x: torch.Tensor, slices: np.ndarray) -> torch.Tensor:
     """A copy of ``x`` as it would be if no log line of ``slices`` (a boolean mask over slices) had arrived
     anywhere. Training augmentation: log shipping is often batched or lags, and leaves gaps."""
-    out = x.numpy().copy()
-    cols = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
-    sub = out[slices]
-    sub[:, :, cols] = 0.0
-    out[slices] = sub
-    _relative(out)
-    return torch.from_numpy(out)
+    return _zeroed(x, LOG_FEATURES, slices=slices)
 
 
 def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float) -> torch.Tensor:
@@ -539,13 +540,7 @@ METRIC_FEATURES: tuple[str, ...] = (*NAMED_METRIC_FEATURES, "anom_other", "anom_
 def without_metrics(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
     """A copy of ``x`` as it would be if ``nodes`` reported no metrics of their own. Training augmentation:
     in many deployments only instances (pods) are scraped, and services have no metrics of their own."""
-    out = x.numpy().copy()
-    cols = [FEATURE_NAMES.index(n) for n in METRIC_FEATURES]
-    sub = out[:, nodes, :]
-    sub[:, :, cols] = 0.0
-    out[:, nodes, :] = sub
-    _relative(out)
-    return torch.from_numpy(out)
+    return _zeroed(x, METRIC_FEATURES, nodes=nodes)
 
 
 def unnamed_metrics(x: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:
