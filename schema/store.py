@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from schema.graph import check_property_name, node_spec, rel_spec, window_basis
 
@@ -237,6 +237,10 @@ def check_reach(rel_type: str, hops: int) -> None:
         raise ValueError(f"{rel_type} never joins a label to itself")
 
 
+if TYPE_CHECKING:
+    from schema.incident import IncidentReads
+
+
 @runtime_checkable
 class GraphStore(Protocol):
     """What the pipeline, detectors and the API need from a graph back end."""
@@ -298,6 +302,15 @@ class GraphStore(Protocol):
         limit: int = 5000,
     ) -> Subgraph:
         """Nodes and relationships within ``hops`` of a node, relationships limited to the window."""
+
+    def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
+                 slice_seconds: int) -> IncidentReads | None:
+        """What root-cause extraction reads around a symptom ``service``: the services within ``hops`` CALLS either
+        way (as :meth:`reach`), their calls, instances and hosts, the changes, anomalies and alerts on all of them,
+        and the log slices of services and instances, all in the bounded window (see
+        :class:`schema.incident.IncidentReads`). Equal to :func:`schema.incident.read_incident`, which composes it
+        from the reads above; a back end may answer in one read. ``None`` when more than ``limit`` services are in
+        reach or ``hops`` exceeds :data:`MAX_REACH_HOPS` (the caller then bounds a walk itself)."""
 
     def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
         """Retention: delete event nodes and relationships last seen before ``cutoff``; returns the count."""

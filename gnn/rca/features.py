@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
+from schema.incident import Signal, concurrently, read_around
 from schema.store import (
-    MAX_REACH_HOPS,
     GraphStore,
-    Hop,
     LogSlices,
     NodeRef,
     Rel,
@@ -32,8 +30,6 @@ from schema.store import (
     slice_count,
     slice_index,
 )
-
-_R = TypeVar("_R")
 
 #: Candidate kinds, in feature order.
 KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
@@ -199,30 +195,28 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     if window.until <= window.since:
         return "empty time window"
 
-    # 1. Services within `hops` CALLS of the symptom (both directions) and the calls among them: one read for
-    #    the services in reach, one for their outgoing calls. Only when more than `max_services` are in reach
-    #    does a breadth-first walk, one read per hop, decide which nearest ones to keep.
-    call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
-    near = (store.reach(resolved.service, "CALLS", cfg.hops, window, limit=cfg.max_services)
-            if cfg.hops <= MAX_REACH_HOPS else None)
-    if near is not None:
-        hop = dict.fromkeys([resolved.service, *near], 0)
-        for h in store.expand(near, "CALLS", "out", window):
-            call_rels[(h.rel.start, h.rel.end)] = h.rel
-    else:
+    # 1. Everything around the symptom in one store read (services in reach, their calls, instances, hosts and
+    #    the signals on all of them). Only when more than `max_services` are in reach does a breadth-first walk,
+    #    one read per hop, decide which nearest ones to keep, and the rest is read around those.
+    n_slices = slice_count(window, 60 * cfg.slice_minutes)
+    slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
+    slice_s = 60 * cfg.slice_minutes
+    reads = store.incident(resolved.service, window, cfg.hops, cfg.max_services, slice_s)
+    if reads is None:
+        call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
         hop = _bounded_walk(store, resolved.service, window, cfg, call_rels)
-    services = sorted(hop, key=lambda r: r.key)
-    refs: list[NodeRef] = list(services)
+        reads = read_around(store, list(hop), list(call_rels.values()), window, slice_s)
+    refs: list[NodeRef] = list(reads.services)
     index: dict[NodeRef, int] = {r: i for i, r in enumerate(refs)}
     calls: list[tuple[int, int]] = []
     calls_stats: dict[int, list[float]] = {}
-    for (start, end), rel in sorted(call_rels.items(), key=lambda kv: (kv[0][0].key, kv[0][1].key)):
+    for start, end, n_calls, n_errors in reads.calls:
         if start in index and end in index and start != end:
             a, b = index[start], index[end]
             calls.append((a, b))
             stat = calls_stats.setdefault(b, [0.0, 0.0])
-            stat[0] += float(rel.props.get("calls", 0) or 0)
-            stat[1] += float(rel.props.get("errors", 0) or 0)
+            stat[0] += n_calls
+            stat[1] += n_errors
     calls = sorted(set(calls))
 
     def add(ref: NodeRef) -> int:
@@ -231,56 +225,30 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
             refs.append(ref)
         return index[ref]
 
-    # 2. Instances, hosts and changes in the window.
-    inst_edges: list[tuple[int, int]] = []
-    host_edges: list[tuple[int, int]] = []
-    change_edges: list[tuple[int, int]] = []
+    # 2. Instances, hosts and changes in the window, numbered in the order the reads list them.
     change_at: dict[int, datetime] = {}
     change_kind: dict[int, str] = {}
-    instances: list[NodeRef] = []
-    for h in store.expand(services, "INSTANCE_OF", "in", window):
-        inst_edges.append((add(h.node.ref), index[h.near]))
-        instances.append(h.node.ref)
-    # Independent reads run concurrently (the store's reads are thread-safe; a database serves them on
-    # several cores). Results are combined in the order a sequential reader would see them, so node indices
-    # and features do not depend on timing.
-    n_slices = slice_count(window, 60 * cfg.slice_minutes)
-    slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
-    slice_s = 60 * cfg.slice_minutes
-    entities = [*services, *dict.fromkeys(instances)]
-    runs_on, changed, anomaly_hops, alert_hops, service_logs, instance_logs = _concurrently(
-        lambda: store.expand(instances, "RUNS_ON", "out", window),
-        lambda: store.expand(entities, "CHANGED", "in", window),
-        lambda: store.expand(entities, "ON", "in", window),
-        lambda: store.expand(entities, "FIRED_ON", "in", window),
-        lambda: store.log_slices(services, window, slice_s),
-        lambda: store.log_slices(instances, window, slice_s),
-    )
-    for h in runs_on:
-        host_edges.append((index[h.near], add(h.node.ref)))
-    hosts = [r for r in refs if r.label == "Host"]
-    host_changed, host_anomalies, host_alerts = _concurrently(
-        lambda: store.expand(hosts, "CHANGED", "in", window),
-        lambda: store.expand(hosts, "ON", "in", window),
-        lambda: store.expand(hosts, "FIRED_ON", "in", window),
-    ) if hosts else ([], [], [])
-    for h in [*changed, *host_changed]:
-        at = h.node.props.get("at")
-        if at is None:
+    inst_edges = [(add(instance), index[service]) for instance, service in reads.instances]
+    host_edges = [(index[instance], add(host)) for instance, host in reads.hosts]
+    change_edges: list[tuple[int, int]] = []
+    for change in reads.changes:
+        if change.at is None:
             continue
-        c = add(h.node.ref)
-        change_at[c] = at
-        change_kind[c] = str(h.node.props.get("kind") or "change")
-        change_edges.append((c, index[h.near]))
+        c = add(NodeRef("Change", change.key))
+        change_at[c] = change.at
+        change_kind[c] = str(change.metric or "change")
+        change_edges.append((c, index[change.target]))
     inst_edges, host_edges, change_edges = sorted(set(inst_edges)), sorted(set(host_edges)), sorted(set(change_edges))
 
-    # 3. Signals of every candidate: anomalies, alerts and log template counts (read above, one read per kind).
-    anomalies = _by_near([*anomaly_hops, *host_anomalies])
-    alerts = _by_near([*alert_hops, *host_alerts])
-    logs = {**service_logs, **instance_logs}
+    # 3. Signals of every candidate: anomalies, alerts and log template counts.
+    anomalies = _by_target(reads.anomalies)
+    alerts = _by_target(reads.alerts)
+    # One block per signal for all nodes; each node's NodeSignals holds views into them.
+    anom_block = np.zeros((len(refs), n_slices, N_METRIC_GROUPS))
+    series_block = np.zeros((len(_SERIES), len(refs), n_slices))
     signals = [
         _signals(ref, window, slices, cfg, change_at.get(i), anomalies.get(ref, ()), alerts.get(ref, ()),
-                 logs.get(ref))
+                 reads.logs.get(ref), anom_block[i], series_block[:, i])
         for i, ref in enumerate(refs)
     ]
 
@@ -307,7 +275,7 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     }
     symptom = index[resolved.service]
     kinds = [_LABEL_KIND[r.label] for r in refs]
-    x = _features(refs, kinds, signals, symptom, calls, calls_stats, change_at, ref_time, n_slices)
+    x = _features(refs, kinds, anom_block, series_block, symptom, calls, calls_stats, change_at, ref_time, n_slices)
     return IncidentGraph(
         refs=refs, kinds=kinds, names=[r.key for r in refs], x=x,
         edges={k: _edge_tensor(v) for k, v in edges.items()},
@@ -327,7 +295,7 @@ def _bounded_walk(store: GraphStore, start: NodeRef, window: TimeWindow, cfg: Fe
         if not frontier:
             break
         grown: list[NodeRef] = []
-        outward, inward = _concurrently(lambda f=frontier: store.expand(f, "CALLS", "out", window),
+        outward, inward = concurrently(lambda f=frontier: store.expand(f, "CALLS", "out", window),
                                         lambda f=frontier: store.expand(f, "CALLS", "in", window))
         for direction_hops in (outward, inward):
             for h in direction_hops:
@@ -338,14 +306,6 @@ def _bounded_walk(store: GraphStore, start: NodeRef, window: TimeWindow, cfg: Fe
                     grown.append(other)
         frontier = grown
     return hop
-
-
-def _concurrently(*reads: Callable[[], _R]) -> list[_R]:
-    """Run independent store reads at once and return their results in argument order (exceptions propagate)."""
-    if len(reads) == 1:
-        return [reads[0]()]
-    with ThreadPoolExecutor(max_workers=len(reads), thread_name_prefix="rca-read") as pool:
-        return [f.result() for f in [pool.submit(read) for read in reads]]
 
 
 def _edge_tensor(pairs: list[tuple[int, int]]) -> torch.Tensor:
@@ -361,44 +321,47 @@ def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> i
     return min(slice_index(at, window.since, 60 * cfg.slice_minutes), n - 1)
 
 
-def _by_near(hops: list[Hop]) -> dict[NodeRef, list[Hop]]:
-    grouped: dict[NodeRef, list[Hop]] = {}
-    for h in hops:
-        grouped.setdefault(h.near, []).append(h)
+def _by_target(signals: list[Signal]) -> dict[NodeRef, list[Signal]]:
+    grouped: dict[NodeRef, list[Signal]] = {}
+    for s in signals:
+        grouped.setdefault(s.target, []).append(s)
     return grouped
 
 
+#: The per-slice series of :class:`NodeSignals` besides ``anom``, in the order of the extraction's series block.
+_SERIES: tuple[str, ...] = ("anom_count", "log_errors", "log_total", "new_tpl", "new_tpl_errors", "changes", "alerts")
+
+
 def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
-             change_at: datetime | None, anomalies: Sequence[Hop], alerts: Sequence[Hop],
-             logs: LogSlices | None) -> NodeSignals:
-    """Per-slice signals of one candidate from the hops read for it (all already inside the window)."""
+             change_at: datetime | None, anomalies: Sequence[Signal], alerts: Sequence[Signal],
+             logs: LogSlices | None, anom: np.ndarray, series: np.ndarray) -> NodeSignals:
+    """Per-slice signals of one candidate from the anomalies and alerts read on it (all inside the window), filled
+    into ``anom`` [T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), T] (zeros; kept as the signals' arrays)."""
     T = len(slices)
-    sig = NodeSignals(
-        anom=np.zeros((T, N_METRIC_GROUPS)), anom_count=np.zeros(T), log_errors=np.zeros(T), log_total=np.zeros(T),
-        new_tpl=np.zeros(T), new_tpl_errors=np.zeros(T), changes=np.zeros(T), alerts=np.zeros(T),
-    )
+    sig = NodeSignals(anom, *series)
     if ref.label == "Change":
         if change_at is not None and (k := _slice_of(change_at, window, cfg, T)) is not None:
             sig.changes[k] += 1
         return sig
-    for h in anomalies:
-        at = h.node.props.get("at")
+    top: list[tuple[float, str, datetime, Any]] = []
+    for a in anomalies:
+        at = a.at
         k = _slice_of(at, window, cfg, T) if at is not None else None
         if k is None:
             continue
-        score = float(h.node.props.get("score") or 0.0)
-        metric = str(h.node.props.get("metric", ""))
+        score = float(a.score or 0.0)
+        metric = "" if a.metric is None else str(a.metric)
         g = _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)
         sig.anom[k, g] = max(sig.anom[k, g], score)
         sig.anom_count[k] += 1
         if score >= cfg.anomaly_threshold and (sig.first_anomaly is None or at < sig.first_anomaly):
             sig.first_anomaly = at
-        sig.top_anomalies.append({"metric": metric, "at": at.isoformat(), "score": round(score, 2),
-                                  "value": h.node.props.get("value")})
-    sig.top_anomalies.sort(key=lambda a: -a["score"])
-    del sig.top_anomalies[5:]
-    for h in alerts:
-        at = h.node.props.get("at")
+        top.append((round(score, 2), metric, at, a.value))
+    top.sort(key=lambda item: -item[0])  # stable: equal scores keep the order read
+    sig.top_anomalies = [{"metric": metric, "at": at.isoformat(), "score": score, "value": value}
+                         for score, metric, at, value in top[:5]]
+    for alert in alerts:
+        at = alert.at
         if at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
             sig.alerts[k] += 1
     if logs is not None:  # summed per slice by the store (see GraphStore.log_slices)
@@ -409,7 +372,7 @@ def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: Feat
     return sig
 
 
-def _features(refs: list[NodeRef], kinds: list[str], signals: list[NodeSignals], symptom: int,
+def _features(refs: list[NodeRef], kinds: list[str], anom_block: np.ndarray, series_block: np.ndarray, symptom: int,
               calls: list[tuple[int, int]], calls_stats: dict[int, list[float]], change_at: dict[int, datetime],
               ref_time: datetime, T: int) -> torch.Tensor:
     N = len(refs)
@@ -422,14 +385,16 @@ def _features(refs: list[NodeRef], kinds: list[str], signals: list[NodeSignals],
     if N:
         # Whole columns at once (a loop over nodes cost ~20 numpy calls per node); every value is computed by the
         # same operation as per node before, so the features are bit-identical.
-        anom_max = np.stack([s.anom.max(axis=1) for s in signals], axis=1)  # [T, N]
+        # The blocks hold nodes first; each is made [T, N, ...] and contiguous, as stacking per node did.
+        anom = np.ascontiguousarray(anom_block.transpose(1, 0, 2))  # [T, N, G]
+        anom_max = np.ascontiguousarray(anom_block.max(axis=2).T)  # [T, N]
         slice_max = np.maximum(anom_max.max(axis=1, keepdims=True), 1.0)
         x[:, np.arange(N), [KINDS.index(k) for k in kinds]] = 1.0
-        x[:, :, 4:10] = np.log1p(np.stack([s.anom for s in signals], axis=1))
+        x[:, :, 4:10] = np.log1p(anom)
         for col, series in ((10, "anom_count"), (11, "log_errors"), (12, "log_total"), (13, "new_tpl"),
                             (14, "new_tpl_errors"), (16, "alerts")):
-            x[:, :, col] = np.log1p(np.stack([getattr(s, series) for s in signals], axis=1))
-        x[:, :, 15] = np.stack([s.changes for s in signals], axis=1)
+            x[:, :, col] = np.log1p(np.ascontiguousarray(series_block[_SERIES.index(series)].T))
+        x[:, :, 15] = series_block[_SERIES.index("changes")].T
         x[:, symptom, 17] = 1.0
         x[:, :, 18] = anom_max / slice_max
         x[:, :, 19] = [math.log1p(v) for v in n_callers]

@@ -344,3 +344,89 @@ COUNT_NODES: dict[str, str] = {spec.label: f"MATCH (n:{spec.label}) RETURN count
 COUNT_RELS: dict[str, str] = {spec.type: f"MATCH ()-[r:{spec.type}]->() RETURN count(r) AS n" for spec in RELS}
 
 CLEAR = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+
+
+def _epoch(expr: str) -> str:
+    """A DATETIME as ``[epochSeconds, nanosecond]`` (null stays null; see :func:`_flat_props` for why)."""
+    return f"CASE WHEN {expr} IS NULL THEN null ELSE [{expr}.epochSeconds, {expr}.nanosecond] END"
+
+
+def _only(labels: tuple[str, ...]) -> NodeSpec:
+    [label] = labels
+    return next(spec for spec in NODES if spec.label == label)
+
+
+def _incident(hops: int) -> str:
+    by_type = {rel.type: rel for rel in RELS}
+    service, instance, host = (_only(by_type["CALLS"].ends), _only(by_type["INSTANCE_OF"].starts),
+                               _only(by_type["RUNS_ON"].ends))
+    change, anomaly, alert = (_only(by_type[t].starts) for t in ("CHANGED", "ON", "FIRED_ON"))
+    entity_key = "n[$label_keys[head(labels(n))]]"
+
+    def signals(rel_type: str, far: NodeSpec, props: tuple[str, ...], name: str) -> str:
+        values = ", ".join(f"m.{p}" for p in props)
+        return (
+            "CALL (entities) {\n"
+            "  UNWIND entities AS n\n"
+            f"  MATCH (n)<-[r:{rel_type}]-(m:{far.label})\n"
+            f"  {_window_condition(rel_type, 'in')}"
+            f"  RETURN collect([head(labels(n)), {entity_key}, m.{far.key}, {_epoch('m.' + str(far.time_prop))}"
+            f"{', ' + values if values else ''}]) AS {name}\n"
+            "}\n"
+        )
+
+    return (
+        # Services in reach, as REACH does (one more than $limit tells the caller there are too many).
+        f"MATCH (s:{service.label} {{{service.key}: $key}})\n"
+        f"OPTIONAL MATCH (s)-[rs:CALLS*0..{hops}]-(m:{service.label})\n"
+        f"WHERE all(r IN rs WHERE {_in_window('CALLS', 'r')})\n"
+        "WITH DISTINCT m LIMIT $limit\n"
+        "WITH collect(m) AS services\n"
+        "CALL (services) {\n"
+        "  UNWIND services AS n\n"
+        f"  MATCH (n)-[r:CALLS]->(m:{service.label})\n"
+        f"  {_window_condition('CALLS', 'out')}"
+        f"  RETURN collect([n.{service.key}, m.{service.key}, r.calls, r.errors]) AS calls\n"
+        "}\n"
+        "CALL (services) {\n"
+        "  UNWIND services AS n\n"
+        f"  MATCH (n)<-[r:INSTANCE_OF]-(m:{instance.label})\n"
+        f"  {_window_condition('INSTANCE_OF', 'in')}"
+        f"  RETURN collect([m.{instance.key}, n.{service.key}]) AS instances, collect(DISTINCT m) AS instance_nodes\n"
+        "}\n"
+        "CALL (instance_nodes) {\n"
+        "  UNWIND instance_nodes AS n\n"
+        f"  MATCH (n)-[r:RUNS_ON]->(m:{host.label})\n"
+        f"  {_window_condition('RUNS_ON', 'out')}"
+        f"  RETURN collect([n.{instance.key}, m.{host.key}]) AS hosts, collect(DISTINCT m) AS host_nodes\n"
+        "}\n"
+        "WITH services, calls, instances, instance_nodes, hosts, services + instance_nodes + host_nodes AS entities\n"
+        + signals("CHANGED", change, ("kind",), "changes")
+        + signals("ON", anomaly, ("score", "metric", "value"), "anomalies")
+        + signals("FIRED_ON", alert, (), "alerts")
+        # Log rollups of services and instances by id (label, hour in epoch seconds and key joined by $sep).
+        + "CALL (services, instance_nodes) {\n"
+        "  UNWIND services + instance_nodes AS n\n"
+        f"  WITH head(labels(n)) AS label, {entity_key} AS key\n"
+        "  UNWIND $hours AS hour\n"
+        "  MATCH (h:LogRollup {id: label + $sep + toString(hour) + $sep + key})\n"
+        "  RETURN collect([label, key, hour, h.at_us, h.count, h.errors]) AS rollups\n"
+        "}\n"
+        # Lines of templates first seen in the window, per slice, as NEW_LOG_SLICES.
+        "CALL (services, instance_nodes) {\n"
+        "  MATCH (t:LogTemplate) WHERE t.first_seen >= $since\n"
+        "  MATCH (n)-[r:EMITTED]->(t)\n"
+        "  WHERE r.bucket >= $since AND r.bucket < $until AND (n IN services OR n IN instance_nodes)\n"
+        f"  WITH head(labels(n)) AS label, {entity_key} AS key, r, duration.inSeconds($since, r.bucket) AS d\n"
+        "  WITH label, key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k,\n"
+        "       toFloat(coalesce(r.count, 0)) AS c, toFloat(coalesce(r.errors, 0)) AS e\n"
+        "  WITH label, key, k, sum(c) AS new_total, sum(e) AS new_errors\n"
+        "  RETURN collect([label, key, k, new_total, new_errors]) AS fresh\n"
+        "}\n"
+        f"RETURN [n IN services | n.{service.key}] AS services, calls, instances, hosts, changes, anomalies, alerts,\n"
+        "       rollups, fresh"
+    )
+
+
+#: ``GraphStore.incident``: everything the RCA extraction reads around a service, one statement per hop bound.
+INCIDENT: dict[int, str] = {hops: _incident(hops) for hops in range(MAX_REACH_HOPS + 1)}

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from schema.graph import NODE_SPECS, node_spec, rel_spec, window_basis
+from schema.incident import IncidentReads, read_incident
 from schema.store import (
     GraphBatch,
     Hop,
@@ -254,6 +255,10 @@ class MemoryGraphStore:
                 acc[2][k] += count
                 acc[3][k] += errors
         return {ref: LogSlices(*(tuple(a) for a in acc)) for ref, acc in sums.items()}
+
+    def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
+                 slice_seconds: int) -> IncidentReads | None:
+        return read_incident(self, service, window, hops, limit, slice_seconds)
 
     def neighbourhood(
         self,

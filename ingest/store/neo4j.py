@@ -10,7 +10,7 @@ or permanent (:class:`StoreRejected`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -23,7 +23,9 @@ from ingest.errors import StoreError, StoreRejected, StoreUnavailable
 from ingest.store import cypher
 from schema.constraints import STATEMENTS
 from schema.graph import NODE_SPECS, node_spec, rel_spec
+from schema.incident import IncidentReads, Signal, read_incident
 from schema.store import (
+    MAX_REACH_HOPS,
     GraphBatch,
     Hop,
     LogSlices,
@@ -149,9 +151,52 @@ def _epoch_us(at: datetime) -> int:
     return (at - _EPOCH) // timedelta(microseconds=1)
 
 
+_ROLLUP_SEP = "|"
+
+
 def _rollup_id(ref: NodeRef, hour_us: int) -> str:
-    """The ``LogRollup`` key of one emitter's hour: label and hour first (neither holds ``|``), key last."""
-    return f"{ref.label}|{hour_us // 1_000_000}|{ref.key}"
+    """The ``LogRollup`` key of one emitter's hour: label and hour first (neither holds ``|``), key last
+    (``cypher.INCIDENT`` builds the same text from ``$sep``)."""
+    return f"{ref.label}{_ROLLUP_SEP}{hour_us // 1_000_000}{_ROLLUP_SEP}{ref.key}"
+
+
+def _epoch_time(at: list[int] | None) -> datetime | None:
+    """A time read as ``[epochSeconds, nanosecond]`` (see ``cypher._epoch``)."""
+    return None if at is None else _EPOCH + timedelta(seconds=at[0], microseconds=at[1] // 1000)
+
+
+def _log_sums(emitters: list[NodeRef], n: int, since_us: int, until_us: int, slice_seconds: int,
+              blocks: Iterable[tuple[NodeRef, int, list[int], list[float], list[float]]],
+              fresh: Iterable[tuple[NodeRef, list[list[Any]]]]) -> dict[NodeRef, LogSlices]:
+    """``GraphStore.log_slices`` from rollup blocks (emitter, start of the hour in microseconds, offsets, counts,
+    errors) and new-template lines (emitter, ``[slice, total, errors]`` triples)."""
+    # Every (emitter, bucket) entry of the blocks at once: slice index exactly schema.store.slice_index, in
+    # whole microseconds; entries outside the window are dropped; sums per (emitter, slice) by bincount.
+    position = {ref: i for i, ref in enumerate(emitters)}
+    owner: list[int] = []
+    at: list[int] = []
+    count: list[float] = []
+    errors: list[float] = []
+    for ref, hour_us, offsets, block_count, block_errors in blocks:
+        owner.extend([position[ref]] * len(offsets))
+        at.extend([hour_us + o for o in offsets])
+        count.extend(block_count)
+        errors.extend(block_errors)
+    at_arr = np.array(at, dtype=np.int64)
+    inside = (at_arr >= since_us) & (at_arr < until_us)
+    cell = np.array(owner, dtype=np.int64)[inside] * n + (at_arr[inside] - since_us) // (slice_seconds * 1_000_000)
+    size = len(emitters) * n
+    totals = np.bincount(cell, np.array(count, dtype=np.float64)[inside], size).reshape(-1, n)
+    error_sums = np.bincount(cell, np.array(errors, dtype=np.float64)[inside], size).reshape(-1, n)
+    seen = np.bincount(cell // n, minlength=len(emitters)) > 0
+    acc = {emitters[i]: [totals[i].tolist(), error_sums[i].tolist(), [0.0] * n, [0.0] * n]
+           for i in np.flatnonzero(seen)}
+    for ref, slices in fresh:
+        if ref not in acc:  # cannot happen while rollups and EMITTED agree; kept whole if they do not
+            acc[ref] = [[0.0] * n for _ in range(4)]
+        for k, new_total, new_errors in slices:
+            acc[ref][2][k], acc[ref][3][k] = new_total, new_errors
+    return {ref: LogSlices(*(tuple(a) for a in sums)) for ref, sums in acc.items()}
 
 
 def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
@@ -354,9 +399,9 @@ class Neo4jGraphStore:
         emitters = list(dict.fromkeys(ref for ref in refs if ref.label in cypher.NEW_LOG_SLICES))
         if not emitters:
             return {}
-        blocks = {  # rollup id -> (emitter index, start of its hour)
-            _rollup_id(ref, hour_us): (i, hour_us)
-            for i, ref in enumerate(emitters)
+        blocks = {  # rollup id -> (emitter, start of its hour)
+            _rollup_id(ref, hour_us): (ref, hour_us)
+            for ref in emitters
             for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
         }
         by_label: dict[str, list[str]] = {}
@@ -372,35 +417,70 @@ class Neo4jGraphStore:
 
         with _translated("log slices"), self._driver.session(database=self._database) as session:
             rollups, fresh = session.execute_read(work)
-        # Every (emitter, bucket) entry of the blocks at once: slice index exactly schema.store.slice_index, in
-        # whole microseconds; entries outside the window are dropped; sums per (emitter, slice) by bincount.
-        owner: list[int] = []
-        at: list[int] = []
-        count: list[float] = []
-        errors: list[float] = []
-        for rollup_id, offsets, block_count, block_errors in rollups:
-            i, hour_us = blocks[rollup_id]
-            owner.extend([i] * len(offsets))
-            at.extend([hour_us + o for o in offsets])
-            count.extend(block_count)
-            errors.extend(block_errors)
-        at_arr = np.array(at, dtype=np.int64)
-        inside = (at_arr >= since_us) & (at_arr < until_us)
-        cell = np.array(owner, dtype=np.int64)[inside] * n + (at_arr[inside] - since_us) // (slice_seconds * 1_000_000)
-        size = len(emitters) * n
-        totals = np.bincount(cell, np.array(count, dtype=np.float64)[inside], size).reshape(-1, n)
-        error_sums = np.bincount(cell, np.array(errors, dtype=np.float64)[inside], size).reshape(-1, n)
-        seen = np.bincount(cell // n, minlength=len(emitters)) > 0
-        acc = {emitters[i]: [totals[i].tolist(), error_sums[i].tolist(), [0.0] * n, [0.0] * n]
-               for i in np.flatnonzero(seen)}
-        for label, records in fresh:
-            for record in records:
-                ref = NodeRef(label, record["key"])
-                if ref not in acc:  # cannot happen while rollups and EMITTED agree; kept whole if they do not
-                    acc[ref] = [[0.0] * n for _ in range(4)]
-                for k, new_total, new_errors in record["slices"]:
-                    acc[ref][2][k], acc[ref][3][k] = new_total, new_errors
-        return {ref: LogSlices(*(tuple(a) for a in sums)) for ref, sums in acc.items()}
+        return _log_sums(
+            emitters, n, since_us, until_us, slice_seconds,
+            ((*blocks[rollup_id], offsets, block_count, block_errors)
+             for rollup_id, offsets, block_count, block_errors in rollups),
+            ((NodeRef(label, record["key"]), record["slices"]) for label, records in fresh for record in records),
+        )
+
+    def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
+                 slice_seconds: int) -> IncidentReads | None:
+        """One statement (``cypher.INCIDENT``): reach, calls, instances, hosts, the signals on all of them and the log
+        rollups and new-template lines; ordered here as :func:`schema.incident.read_incident` orders them."""
+        if hops > MAX_REACH_HOPS or service.label != "Service":
+            return read_incident(self, service, window, hops, limit, slice_seconds)
+        assert window.since is not None and window.until is not None
+        n = slice_count(window, slice_seconds)
+        since_us, until_us = _epoch_us(window.since), _epoch_us(window.until)
+        hours = [h // 1_000_000 for h in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)]
+        records = self._read("incident", cypher.INCIDENT[hops], key=service.key, since=window.since,
+                             until=window.until, limit=limit + 1, label_keys=cypher.NODE_KEYS, hours=hours,
+                             sep=_ROLLUP_SEP, slice_ns=slice_seconds * 1_000_000_000)
+        if not records:  # the service does not exist: what the reads one by one give
+            return read_incident(self, service, window, hops, limit, slice_seconds)
+        record = records[0]
+        if len(record["services"]) > limit:
+            return None
+        services = sorted((NodeRef(service.label, k) for k in record["services"] if k is not None),
+                          key=lambda r: r.key)
+        services = sorted(dict.fromkeys([service, *services]), key=lambda r: r.key)
+        svc = {r.key: r for r in services}
+
+        def service_ref(key: str) -> NodeRef:
+            return svc.get(key) or NodeRef(service.label, key)
+
+        calls = [(service_ref(a), service_ref(b), float(c or 0), float(e or 0))
+                 for a, b, c, e in sorted(record["calls"], key=lambda row: (row[0], row[1]))]
+        position = {r.key: i for i, r in enumerate(services)}
+        instance_rows = sorted(record["instances"], key=lambda row: (position[row[1]], row[0]))
+        instances = [(NodeRef("Instance", i), svc[s]) for i, s in instance_rows]
+        inst_order = {ref: k for k, ref in enumerate(dict.fromkeys(i for i, _ in instances))}
+        hosts = sorted(((NodeRef("Instance", i), NodeRef("Host", h)) for i, h in record["hosts"]),
+                       key=lambda pair: (inst_order[pair[0]], pair[1].key))
+        entity_order = {ref: k for k, ref in enumerate(dict.fromkeys(
+            [*services, *inst_order, *(h for _, h in hosts)]))}
+
+        def signals(rows: list[list[Any]]) -> list[Signal]:
+            out = [Signal(NodeRef(label, key), far_key, _epoch_time(at), *rest)
+                   for label, key, far_key, at, *rest in rows]
+            out.sort(key=lambda s: (entity_order[s.target], s.key))
+            return out
+
+        changes = [Signal(NodeRef(label, key), change_key, _epoch_time(at), metric=kind)
+                   for label, key, change_key, at, kind in record["changes"]]
+        changes.sort(key=lambda s: (entity_order[s.target], s.key))
+
+        logs = _log_sums(
+            list(entity_order)[:len(services) + len(inst_order)], n, since_us, until_us, slice_seconds,
+            ((NodeRef(label, key), hour * 1_000_000, offsets, block_count, block_errors)
+             for label, key, hour, offsets, block_count, block_errors in record["rollups"]),
+            ((NodeRef(label, key), [[k, new_total, new_errors]]) for label, key, k, new_total, new_errors
+             in record["fresh"]),
+        )
+        return IncidentReads(services=services, calls=calls, instances=instances, hosts=hosts,
+                             changes=changes, anomalies=signals(record["anomalies"]),
+                             alerts=signals(record["alerts"]), logs=logs)
 
     def neighbourhood(
         self,

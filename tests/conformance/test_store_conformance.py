@@ -310,6 +310,7 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
     from gnn.rca.features import FeatureConfig, extract_incident
     from ingest.replay import replay
     from ingest.simulate.ops import OpsSimConfig, simulate_ops
+    from schema.incident import read_incident
 
     scenario = simulate_ops(OpsSimConfig(seed=5, min_services=10, max_services=12, n_incidents=2, warmup_minutes=15,
                                          segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6)))
@@ -334,3 +335,13 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
             assert {k: v.tolist() for k, v in got.edges.items()} == {k: v.tolist() for k, v in want.edges.items()}
             assert torch.equal(got.x, want.x), anchor
             assert got.x[:, :, 11:15].sum() > 0  # the logs were read
+            # The store's own answer (one query on Neo4j) equals the reads one by one, on the same store.
+            assert got.window.since is not None
+            service = NodeRef("Service", got.names[got.symptom])
+            for hops, limit in ((config.hops, config.max_services), (2, 400), (0, 400), (config.hops, 2)):
+                one = store.incident(service, got.window, hops, limit, 60 * config.slice_minutes)
+                assert one == read_incident(store, service, got.window, hops, limit, 60 * config.slice_minutes)
+                if limit == 2:  # more services in reach than that: the caller walks
+                    assert one is None
+                elif limit == 400 and hops <= 2:
+                    assert one is not None and service in one.services and one.logs
