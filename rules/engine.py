@@ -120,17 +120,32 @@ class RulesEngine:
     def evaluate_many(self, ruleset: str, facts: Sequence[Mapping[str, Any]]) -> list[list[Firing]]:
         """Firings for each fact, in order; one hop to the rules thread for the whole sequence."""
         with _Process.lock:
-            known = ruleset in _Process.rulesets
-        if not known:
+            definition = _Process.rulesets.get(ruleset)
+        if definition is None:
             raise RulesError(f"ruleset {ruleset!r} is not registered")
         started = time.perf_counter()
-        results = _Process.run(_evaluate_all, ruleset, list(facts))
+        # Facts that every rule's condition rejects up front (see ``rejects`` below) cannot fire: they skip the
+        # engine's assert and retract, which cost tens of microseconds each (most RCA candidates fire nothing).
+        pending = [i for i, fact in enumerate(facts) if not _rejected(definition, fact)]
+        results: list[list[Firing]] = [[] for _ in facts]
+        for i, fired in zip(pending, _Process.run(_evaluate_all, ruleset, [facts[i] for i in pending]), strict=True):
+            results[i] = fired
         _EVALUATE_SECONDS.labels(ruleset).observe(time.perf_counter() - started)
         _FACTS.labels(ruleset).inc(len(facts))
         for fired in results:
             for firing in fired:
                 _FIRINGS.labels(firing.ruleset, firing.rule).inc()
         return results
+
+
+def _rejected(ruleset: Ruleset, fact: Mapping[str, Any]) -> bool:
+    """Whether every rule's condition rejects ``fact`` for certain: a condition may offer ``rejects(fact)``, true
+    only when durable-rules would not match it either (``rules.ops.AllOf`` does); one without it never rejects."""
+    for rule in ruleset.rules:
+        rejects = getattr(rule.condition, "rejects", None)
+        if rejects is None or not rejects(fact):
+            return False
+    return True
 
 
 def _declare(ruleset: Ruleset) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -80,6 +80,23 @@ class AllOf:
             test = _OPS[op](getattr(m, name), value)
             expr = test if expr is None else expr & test
         return expr
+
+    def rejects(self, fact: Mapping[str, Any]) -> bool:
+        """Whether some test certainly fails on ``fact``: its field holds a number compared with a number, or text
+        with text, and the comparison is false (unknown types and missing fields are left to durable-rules).
+        :meth:`rules.engine.RulesEngine.evaluate_many` skips facts that every rule rejects."""
+        for name, op, value in self.tests:
+            got = fact.get(name)
+            if _comparable(got, value) and not _OPS[op](got, value):
+                return True
+        return False
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False
+    return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))
 
 
 def candidate_ruleset(cfg: OpsRulesConfig) -> Ruleset:

@@ -124,8 +124,9 @@ class RcaEngine:
     def model_scores(self, graph: IncidentGraph) -> np.ndarray:
         """Raw model logits per node."""
         assert self.model is not None
-        self.model.eval()
-        with torch.no_grad():
+        if self.model.training:
+            self.model.eval()
+        with torch.inference_mode():
             return self.model(graph.x, graph.edges).numpy().astype(np.float64)
 
     def group_alerts(self, window: TimeWindow, limit: int = 1000) -> list[AlertGroup]:

@@ -92,3 +92,41 @@ def test_firings_and_facts_are_counted_for_the_metrics_endpoint(engine: RulesEng
     assert sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="big") == big_before + 1
     assert sample("sleuth_rule_firings_total", ruleset=RULES.name, rule="p2p_mid") == mid_before
     assert sample("sleuth_rules_evaluate_seconds_count", ruleset=RULES.name) >= 1
+
+
+def test_facts_every_rule_rejects_up_front_fire_exactly_as_in_the_engine(engine: RulesEngine) -> None:
+    # AllOf conditions reject facts that certainly fail them before durable-rules sees them; the same rules
+    # without that shortcut (plain lambdas) must fire identically on numbers, text, bools, ints against
+    # floats, missing fields and values on the thresholds.
+    from rules.ops import AllOf
+
+    tests = (
+        (("kind", "==", "host"), ("down", ">=", 2), ("fraction", ">=", 0.5)),
+        (("kind", "==", "service"), ("alerted", "==", 1), ("quiet", "<", 1.0)),
+        (("kind", "==", "change"), ("minutes", "<=", 15.0), ("minutes", ">", -2)),
+    )
+    shortcut = Ruleset("test_allof_shortcut", tuple(
+        Rule(f"r{i}", AllOf(t), 1.0, "r", ("name",)) for i, t in enumerate(tests)))
+    conditions = [AllOf(t) for t in tests]
+    plain = Ruleset("test_allof_plain", tuple(
+        Rule(f"r{i}", lambda m, c=c: c(m), 1.0, "r", ("name",)) for i, c in enumerate(conditions)))
+    engine.register(shortcut)
+    engine.register(plain)
+    facts = [
+        {"name": f"n{i}", "kind": kind, "down": down, "fraction": fraction, "alerted": alerted, "quiet": quiet,
+         "minutes": minutes}
+        for i, (kind, down, fraction, alerted, quiet, minutes) in enumerate(
+            (kind, down, fraction, alerted, quiet, minutes)
+            for kind in ("host", "service", "change", "instance")
+            for down in (1, 2, 2.0, None)
+            for fraction in (0.49, 0.5, "0.9")
+            for alerted in (0, 1, True)
+            for quiet in (0, 1.0)
+            for minutes in (-2, -1.5, 15.0, 16))
+    ]
+    facts = [{k: v for k, v in f.items() if v is not None} for f in facts]
+    got = engine.evaluate_many(shortcut.name, facts)
+    want = engine.evaluate_many(plain.name, facts)
+    assert [[f.rule for f in fs] for fs in got] == [[f.rule for f in fs] for fs in want]
+    assert sum(map(len, got)) > 10
+    assert sum(1 for fs in got if not fs) > len(facts) // 2
