@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any, TypeVar
 
 import neo4j
@@ -173,30 +174,31 @@ def _log_sums(emitters: list[NodeRef], n: int, since_us: int, until_us: int, sli
     # Every (emitter, bucket) entry of the blocks at once: slice index exactly schema.store.slice_index, in
     # whole microseconds; entries outside the window are dropped; sums per (emitter, slice) by bincount.
     position = {ref: i for i, ref in enumerate(emitters)}
-    owner: list[int] = []
-    at: list[int] = []
-    count: list[float] = []
-    errors: list[float] = []
-    for ref, hour_us, offsets, block_count, block_errors in blocks:
-        owner.extend([position[ref]] * len(offsets))
-        at.extend([hour_us + o for o in offsets])
-        count.extend(block_count)
-        errors.extend(block_errors)
-    at_arr = np.array(at, dtype=np.int64)
+    blocks = list(blocks)
+    lengths = np.fromiter((len(b[2]) for b in blocks), np.int64, len(blocks))
+    total = int(lengths.sum())
+    owner = np.repeat(np.fromiter((position[b[0]] for b in blocks), np.int64, len(blocks)), lengths)
+    at_arr = (np.repeat(np.fromiter((b[1] for b in blocks), np.int64, len(blocks)), lengths)
+              + np.fromiter(chain.from_iterable(b[2] for b in blocks), np.int64, total))
+    count = np.fromiter(chain.from_iterable(b[3] for b in blocks), np.float64, total)
+    errors = np.fromiter(chain.from_iterable(b[4] for b in blocks), np.float64, total)
     inside = (at_arr >= since_us) & (at_arr < until_us)
-    cell = np.array(owner, dtype=np.int64)[inside] * n + (at_arr[inside] - since_us) // (slice_seconds * 1_000_000)
+    cell = owner[inside] * n + (at_arr[inside] - since_us) // (slice_seconds * 1_000_000)
     size = len(emitters) * n
-    totals = np.bincount(cell, np.array(count, dtype=np.float64)[inside], size).reshape(-1, n)
-    error_sums = np.bincount(cell, np.array(errors, dtype=np.float64)[inside], size).reshape(-1, n)
+    totals = np.bincount(cell, count[inside], size).reshape(-1, n).tolist()
+    error_sums = np.bincount(cell, errors[inside], size).reshape(-1, n).tolist()
     seen = np.bincount(cell // n, minlength=len(emitters)) > 0
-    acc = {emitters[i]: [totals[i].tolist(), error_sums[i].tolist(), [0.0] * n, [0.0] * n]
-           for i in np.flatnonzero(seen)}
+    zeros = (0.0,) * n
+    out = {emitters[i]: LogSlices(tuple(totals[i]), tuple(error_sums[i]), zeros, zeros)
+           for i in np.flatnonzero(seen).tolist()}
     for ref, slices in fresh:
-        if ref not in acc:  # cannot happen while rollups and EMITTED agree; kept whole if they do not
-            acc[ref] = [[0.0] * n for _ in range(4)]
-        for k, new_total, new_errors in slices:
-            acc[ref][2][k], acc[ref][3][k] = new_total, new_errors
-    return {ref: LogSlices(*(tuple(a) for a in sums)) for ref, sums in acc.items()}
+        new_total, new_errors = [0.0] * n, [0.0] * n
+        for k, line_total, line_errors in slices:
+            new_total[k], new_errors[k] = line_total, line_errors
+        # A node without rollups cannot happen while rollups and EMITTED agree; it is kept whole if they do not.
+        old = out.get(ref) or LogSlices(zeros, zeros, zeros, zeros)
+        out[ref] = LogSlices(old.total, old.errors, tuple(new_total), tuple(new_errors))
+    return out
 
 
 def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
@@ -442,9 +444,8 @@ class Neo4jGraphStore:
         record = records[0]
         if len(record["services"]) > limit:
             return None
-        services = sorted((NodeRef(service.label, k) for k in record["services"] if k is not None),
+        services = sorted(dict.fromkeys([service, *(NodeRef(service.label, k) for k in record["services"])]),
                           key=lambda r: r.key)
-        services = sorted(dict.fromkeys([service, *services]), key=lambda r: r.key)
         svc = {r.key: r for r in services}
 
         def service_ref(key: str) -> NodeRef:
@@ -471,12 +472,14 @@ class Neo4jGraphStore:
                    for label, key, change_key, at, kind in record["changes"]]
         changes.sort(key=lambda s: (entity_order[s.target], s.key))
 
+        fresh: dict[NodeRef, list[list[Any]]] = {}  # one row per emitter and slice
+        for label, key, k, new_total, new_errors in record["fresh"]:
+            fresh.setdefault(NodeRef(label, key), []).append([k, new_total, new_errors])
         logs = _log_sums(
             list(entity_order)[:len(services) + len(inst_order)], n, since_us, until_us, slice_seconds,
             ((NodeRef(label, key), hour * 1_000_000, offsets, block_count, block_errors)
              for label, key, hour, offsets, block_count, block_errors in record["rollups"]),
-            ((NodeRef(label, key), [[k, new_total, new_errors]]) for label, key, k, new_total, new_errors
-             in record["fresh"]),
+            fresh.items(),
         )
         return IncidentReads(services=services, calls=calls, instances=instances, hosts=hosts,
                              changes=changes, anomalies=signals(record["anomalies"]),
