@@ -83,20 +83,19 @@ class AllOf:
 
     def rejects(self, fact: Mapping[str, Any]) -> bool:
         """Whether some test certainly fails on ``fact``: its field holds a number compared with a number, or text
-        with text, and the comparison is false (unknown types and missing fields are left to durable-rules).
+        with text, and the comparison is false (other types, bools and missing fields are left to durable-rules).
         :meth:`rules.engine.RulesEngine.evaluate_many` skips facts that every rule rejects."""
         for name, op, value in self.tests:
             got = fact.get(name)
-            if _comparable(got, value) and not _OPS[op](got, value):
-                return True
+            kinds = type(got), type(value)
+            if kinds == _TEXT or (kinds[0] in _NUMBERS and kinds[1] in _NUMBERS):
+                if not _OPS[op](got, value):
+                    return True
         return False
 
 
-def _comparable(a: Any, b: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(a, bool) or isinstance(b, bool):
-        return False
-    return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))
+_TEXT = (str, str)
+_NUMBERS = (int, float)  # exact types: bool (an int subclass) and numpy scalars are left to the engine
 
 
 def candidate_ruleset(cfg: OpsRulesConfig) -> Ruleset:

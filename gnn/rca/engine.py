@@ -194,9 +194,12 @@ def candidate_facts(graph: IncidentGraph) -> list[dict[str, Any]]:
         hosted.setdefault(int(h), []).append(int(i))
     alerted = {i for i, s in enumerate(graph.signals) if s.alerts.any()}
     storm = len([i for i in alerted if graph.kinds[i] == "service"])
+    # Each node's largest score per metric group over the window, at once (scores are never below zero, so
+    # this is the per-node ``max(initial=0)`` of before, exactly).
+    peak = (np.stack([s.anom for s in graph.signals]).max(axis=1, initial=0.0).tolist() if graph.n
+            else [])  # [N][groups]
     facts: list[dict[str, Any]] = []
     for i in range(graph.n):
-        sig = graph.signals[i]
         kind = graph.kinds[i]
         fact: dict[str, Any] = {"kind": kind, "name": graph.names[i]}
         if kind == "change":
@@ -212,8 +215,8 @@ def candidate_facts(graph: IncidentGraph) -> list[dict[str, Any]]:
             })
         elif kind == "host":
             insts = hosted.get(i, [])
-            down = [j for j in insts if graph.signals[j].anom[:, 4].max(initial=0) >= 4]
-            degraded = [j for j in insts if graph.signals[j].anom[:, 0].max(initial=0) >= 4]
+            down = [j for j in insts if peak[j][4] >= 4]
+            degraded = [j for j in insts if peak[j][0] >= 4]
             services = sorted({graph.names[graph.service_of[j]] for j in down + degraded if graph.service_of[j] >= 0})
             fact.update({
                 "instances_total": len(insts), "instances_down": len(down),
@@ -224,9 +227,9 @@ def candidate_facts(graph: IncidentGraph) -> list[dict[str, Any]]:
             })
         elif kind == "instance":
             fact.update({
-                "cpu_score": round(float(sig.anom[:, 2].max(initial=0)), 2),
-                "memory_score": round(float(sig.anom[:, 3].max(initial=0)), 2),
-                "impact_score": round(float(sig.anom[:, list(_IMPACT_GROUPS)].max(initial=0)), 2),
+                "cpu_score": round(peak[i][2], 2),
+                "memory_score": round(peak[i][3], 2),
+                "impact_score": round(max(0.0, *(peak[i][g] for g in _IMPACT_GROUPS)), 2),
             })
         else:
             callees = graph.callees.get(i, [])
