@@ -13,6 +13,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +78,14 @@ def _workers(env: dict[str, str], folder: Path) -> Iterator[dict[str, tuple[subp
                 process.wait(10)
 
 
+def _produce_paced(bootstrap: str, settings, events: list, chunks: int = 40,  # type: ignore[no-untyped-def]
+                   pause_s: float = 0.25) -> None:
+    size = -(-len(events) // chunks)
+    for start in range(0, len(events), size):
+        _produce(bootstrap, settings, events[start:start + size])
+        time.sleep(pause_s)
+
+
 def _grpc_port(log: Path) -> int | None:
     found = re.search(r"sleuth serve: gRPC on port (\d+)", log.read_text(errors="replace"))
     return int(found.group(1)) if found else None
@@ -113,7 +123,10 @@ def test_two_workers_share_partitions_and_one_takes_over_when_the_other_is_kille
             survivor_tx = {tp for tp in held["sleuth-b"] if tp[0] == settings.kafka.topics.transactions}
             assert victim_tx and survivor_tx  # both work on the transaction stream
 
-            _produce(kafka_bootstrap, settings, events)
+            # Paced in a thread (about 10 s of stream), so the kill below lands mid-stream however fast the
+            # workers are: produced at once, both could finish the whole stream before the first check.
+            producing = threading.Thread(target=_produce_paced, args=(kafka_bootstrap, settings, events), daemon=True)
+            producing.start()
 
             def both_committed_work() -> bool:
                 committed = _committed(admin, group)
@@ -130,6 +143,8 @@ def test_two_workers_share_partitions_and_one_takes_over_when_the_other_is_kille
             left_behind = {tp for tp in victim_tx if _committed(admin, group).get(tp, 0) < ends[tp]}
             assert left_behind, "the victim had finished its partitions before the kill"
 
+            producing.join(120)
+            assert not producing.is_alive(), "the producer did not finish"
             wait_until(lambda: _assignments(admin, group) == {"sleuth-b": every}, timeout_s=90,
                        what="the survivor holding every partition")
             wait_until(lambda: _totals(neo4j_driver) == expected, timeout_s=240, what="every event exactly once")
