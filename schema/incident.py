@@ -8,13 +8,25 @@ services itself (the RCA extraction's bounded walk when too many services are in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from schema.store import MAX_REACH_HOPS, GraphStore, Hop, LogSlices, NodeRef, Rel, TimeWindow
+from schema.store import (
+    MAX_REACH_HOPS,
+    GraphStore,
+    Hop,
+    LogSlices,
+    NodeRef,
+    Rel,
+    TimeWindow,
+    TrafficSlices,
+    duration_us,
+    slice_count,
+    slice_index,
+)
 
 _R = TypeVar("_R")
 
@@ -44,7 +56,9 @@ class IncidentReads:
     * ``hosts``: ``(instance, host)`` of ``RUNS_ON`` out of those instances, in their first-seen order, then host key;
     * ``changes``, ``anomalies``, ``alerts``: the ``Change``/``Anomaly``/``Alert`` nodes on services, instances
       (first-seen order) and then hosts (first-seen order), by their key within each entity;
-    * ``logs``: :meth:`GraphStore.log_slices` of the services and the instances.
+    * ``logs``: :meth:`GraphStore.log_slices` of the services and the instances;
+    * ``traffic``: the calls into and out of each service per slice (:class:`schema.store.TrafficSlices`), from the
+      ``CALLED`` buckets in the window, whoever the caller or callee; services without any are absent.
 
     Every relationship and far node is inside the window by ``schema.graph.window_basis``."""
 
@@ -56,6 +70,7 @@ class IncidentReads:
     anomalies: list[Signal] = field(default_factory=list)
     alerts: list[Signal] = field(default_factory=list)
     logs: dict[NodeRef, LogSlices] = field(default_factory=dict)
+    traffic: dict[NodeRef, TrafficSlices] = field(default_factory=dict)
 
 
 def read_incident(store: GraphStore, service: NodeRef, window: TimeWindow, hops: int, limit: int,
@@ -89,13 +104,15 @@ def read_around(store: GraphStore, services: Sequence[NodeRef], calls: Sequence[
     entities = [*services, *instances]
     # Independent reads run concurrently (the store's reads are thread-safe; a database serves them on several
     # cores); results are combined in argument order, so nothing depends on timing.
-    runs_on, changed, anomalies, alerts, service_logs, instance_logs = concurrently(
+    runs_on, changed, anomalies, alerts, service_logs, instance_logs, called_in, called_out = concurrently(
         lambda: store.expand(instances, "RUNS_ON", "out", window),
         lambda: store.expand(entities, "CHANGED", "in", window),
         lambda: store.expand(entities, "ON", "in", window),
         lambda: store.expand(entities, "FIRED_ON", "in", window),
         lambda: store.log_slices(services, window, slice_seconds),
         lambda: store.log_slices(instances, window, slice_seconds),
+        lambda: store.expand(services, "CALLED", "in", window),
+        lambda: store.expand(services, "CALLED", "out", window),
     )
     hosts = list(dict.fromkeys(h.node.ref for h in runs_on))
     host_changed, host_anomalies, host_alerts = concurrently(
@@ -113,7 +130,53 @@ def read_around(store: GraphStore, services: Sequence[NodeRef], calls: Sequence[
         anomalies=[_anomaly(h) for h in [*anomalies, *host_anomalies]],
         alerts=[Signal(h.near, h.node.key, h.node.props.get("at")) for h in [*alerts, *host_alerts]],
         logs={**service_logs, **instance_logs},
+        traffic=_traffic_of_buckets(called_in, called_out, window, slice_seconds),
     )
+
+
+def _traffic_of_buckets(called_in: Sequence[Hop], called_out: Sequence[Hop], window: TimeWindow,
+                        slice_seconds: int) -> dict[NodeRef, TrafficSlices]:
+    """``IncidentReads.traffic`` from the CALLED buckets (already inside the window) into and out of the services:
+    one row per bucket, summed per slice by :func:`traffic_slices`."""
+    assert window.since is not None
+    since = window.since
+
+    def k(hop: Hop) -> int:
+        return slice_index(hop.rel.props["bucket"], since, slice_seconds)
+
+    return traffic_slices(
+        slice_count(window, slice_seconds),
+        ((h.near, k(h), h.rel.props.get("calls") or 0, duration_us(h.rel.props.get("duration_ms_sum")),
+          h.rel.props.get("errors") or 0) for h in called_in),
+        ((h.near, k(h), h.rel.props.get("calls") or 0) for h in called_out),
+    )
+
+
+def traffic_slices(n: int, inward: Iterable[tuple[NodeRef, int, int, int, int]],
+                   outward: Iterable[tuple[NodeRef, int, int]]) -> dict[NodeRef, TrafficSlices]:
+    """Per-service :class:`schema.store.TrafficSlices` of ``n`` slices from rows of ``(service, slice, calls,
+    duration in microseconds, errors)`` into it and ``(service, slice, calls)`` out of it. Rows may be one per
+    bucket or already summed per slice (as a database returns them): integer sums are the same either way."""
+    sums: dict[NodeRef, list[list[int]]] = {}
+
+    def acc(ref: NodeRef) -> list[list[int]]:
+        found = sums.get(ref)
+        if found is None:
+            found = sums[ref] = [[0] * n for _ in range(4)]
+        return found
+
+    for ref, k, calls, us, errors in inward:
+        into = acc(ref)
+        into[0][k] += calls
+        into[1][k] += us
+        into[2][k] += errors
+    for ref, k, calls in outward:
+        acc(ref)[3][k] += calls
+    return {
+        ref: TrafficSlices(tuple(float(c) for c in calls), tuple(us / 1000 for us in durations),
+                           tuple(float(e) for e in errors), tuple(float(c) for c in out))
+        for ref, (calls, durations, errors, out) in sums.items()
+    }
 
 
 def _anomaly(hop: Hop) -> Signal:

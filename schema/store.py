@@ -222,6 +222,32 @@ class LogSlices:
     new_errors: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class TrafficSlices:
+    """One service's calls per slice of a window, summed from the ``CALLED`` buckets (one per caller, callee and
+    minute) whose bucket lies in the window. Callers and callees count whoever they are; self-calls are never
+    stored (the mapping skips them).
+
+    ``duration_in_ms`` is summed in whole microseconds (each bucket's ``duration_ms_sum`` truncated to the
+    microsecond, see :func:`duration_us`): integer sums are exact in any order, so every back end, whatever
+    order it adds in, gives the same value to the bit."""
+
+    #: Calls into the service (``calls`` of the CALLED buckets ending at it).
+    calls_in: tuple[float, ...]
+    #: Their summed duration (``duration_ms_sum``), in milliseconds.
+    duration_in_ms: tuple[float, ...]
+    #: Errors among them (``errors``).
+    errors_in: tuple[float, ...]
+    #: Calls out of the service (``calls`` of the CALLED buckets starting at it).
+    calls_out: tuple[float, ...]
+
+
+def duration_us(duration_ms: float | int | None) -> int:
+    """A bucket's ``duration_ms_sum`` in whole microseconds, truncated toward zero: the Neo4j store's
+    ``toInteger(duration_ms_sum * 1000)`` computes exactly this (the same IEEE product, the same truncation)."""
+    return int((duration_ms or 0) * 1000)
+
+
 #: The most hops ``GraphStore.reach`` follows (the Neo4j back end has one statement per bound).
 MAX_REACH_HOPS = 12
 

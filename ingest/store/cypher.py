@@ -375,6 +375,30 @@ def _incident(hops: int) -> str:
             "}\n"
         )
 
+    def traffic(direction: str) -> str:
+        # The CALLED buckets of the window into (or out of) each service, summed per service and slice here, so
+        # only services x slices rows come back. Slice index as NEW_LOG_SLICES (exactly schema.store.slice_index);
+        # durations in whole microseconds as schema.store.duration_us, so the sums are exact in any order.
+        # The far end is left unlabelled: CALLED joins services only (the schema checks every write), and a label
+        # test would load every far node for nothing.
+        called = by_type["CALLED"]
+        arrow = f"<-[r:{called.type}]-" if direction == "in" else f"-[r:{called.type}]->"
+        sums = ("sum(coalesce(r.calls, 0)) AS calls, sum(toInteger(coalesce(r.duration_ms_sum, 0) * 1000)) AS us,\n"
+                "       sum(coalesce(r.errors, 0)) AS errors\n"
+                "  RETURN collect([key, k, calls, us, errors])" if direction == "in" else
+                "sum(coalesce(r.calls, 0)) AS calls\n"
+                "  RETURN collect([key, k, calls])")
+        return (
+            "CALL (services) {\n"
+            "  UNWIND services AS n\n"
+            f"  MATCH (n){arrow}()\n"
+            f"  {_window_condition(called.type, direction)}"
+            f"  WITH n.{service.key} AS key, r, duration.inSeconds($since, r.{called.times[0]}) AS d\n"
+            "  WITH key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k, r\n"
+            f"  WITH key, k, {sums} AS traffic_{direction}\n"
+            "}\n"
+        )
+
     return (
         # Services in reach, as REACH does (one more than $limit tells the caller there are too many).
         f"MATCH (s:{service.label} {{{service.key}: $key}})\n"
@@ -423,8 +447,10 @@ def _incident(hops: int) -> str:
         "  WITH label, key, k, sum(c) AS new_total, sum(e) AS new_errors\n"
         "  RETURN collect([label, key, k, new_total, new_errors]) AS fresh\n"
         "}\n"
-        f"RETURN [n IN services | n.{service.key}] AS services, calls, instances, hosts, changes, anomalies, alerts,\n"
-        "       rollups, fresh"
+        + traffic("in")
+        + traffic("out")
+        + f"RETURN [n IN services | n.{service.key}] AS services, calls, instances, hosts, changes, anomalies,\n"
+        "       alerts, rollups, fresh, traffic_in, traffic_out"
     )
 
 

@@ -24,7 +24,7 @@ from ingest.errors import StoreError, StoreRejected, StoreUnavailable
 from ingest.store import cypher
 from schema.constraints import STATEMENTS
 from schema.graph import NODE_SPECS, node_spec, rel_spec
-from schema.incident import IncidentReads, Signal, read_incident
+from schema.incident import IncidentReads, Signal, read_incident, traffic_slices
 from schema.store import (
     MAX_REACH_HOPS,
     GraphBatch,
@@ -481,9 +481,13 @@ class Neo4jGraphStore:
              for label, key, hour, offsets, block_count, block_errors in record["rollups"]),
             fresh.items(),
         )
+        # Summed per service and slice in the statement; integers (durations in microseconds), so exact.
+        traffic = traffic_slices(
+            n, ((svc[key], k, calls, us, errors) for key, k, calls, us, errors in record["traffic_in"]),
+            ((svc[key], k, calls) for key, k, calls in record["traffic_out"]))
         return IncidentReads(services=services, calls=calls, instances=instances, hosts=hosts,
                              changes=changes, anomalies=signals(record["anomalies"]),
-                             alerts=signals(record["alerts"]), logs=logs)
+                             alerts=signals(record["alerts"]), logs=logs, traffic=traffic)
 
     def neighbourhood(
         self,

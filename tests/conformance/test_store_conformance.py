@@ -345,3 +345,49 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
                     assert one is None
                 elif limit == 400 and hops <= 2:
                     assert one is not None and service in one.services and one.logs
+
+
+def test_incident_reads_traffic_per_service_and_slice(store: GraphStore) -> None:
+    # Per-slice calls from the CALLED buckets (one per caller, callee and minute): calls, durations and errors into
+    # each service, calls out of it; callers and callees outside the services read still count.
+    from schema.incident import read_incident
+    from schema.store import TrafficSlices
+
+    store.write(_topology(T0))  # frontend -> checkout -> payments, all seen at T0
+    b = BatchBuilder()
+    fe, co, pay = (b.node("Service", n) for n in ("frontend", "checkout", "payments"))
+    outside, ledger = b.node("Service", "outside"), b.node("Service", "ledger")  # no CALLS: not in reach
+    for caller, callee, minute, calls, errors, duration_ms in (
+        (fe, co, -3, 9, 9, 90.0),  # before the window
+        (fe, co, 0, 3, 1, 30.0007),  # 119.9995 s into the window: slice 0; 30000.7 us -> 30000
+        (outside, co, 2, 2, 0, 5.5),  # slice 1, just before the next boundary
+        (co, pay, 2, 4, 0, 8.25),
+        (pay, ledger, 1, 7, 0, 70.0),
+        (co, pay, 5, 1, 1, 100.1234567),  # slice 3
+        (co, pay, 7, 5, 5, 50.0),  # at the window's end: outside
+    ):
+        at = T0 + timedelta(minutes=minute)
+        b.rel("CALLED", caller, callee, key={"bucket": at}, seen=at,
+              add={"calls": calls, "errors": errors, "duration_ms_sum": duration_ms})
+    store.write(b.build())
+    since = T0 - timedelta(minutes=2) + timedelta(microseconds=500)
+    window = TimeWindow(since, since + timedelta(minutes=7))
+    checkout = NodeRef("Service", "checkout")
+
+    one = store.incident(checkout, window, 2, 400, 120)
+    assert one is not None and one == read_incident(store, checkout, window, 2, 400, 120)
+    assert [s.key for s in one.services] == ["checkout", "frontend", "payments"]
+    zeros = (0.0,) * 4
+    assert one.traffic == {
+        NodeRef("Service", "frontend"): TrafficSlices(zeros, zeros, zeros, (3.0, 0.0, 0.0, 0.0)),
+        checkout: TrafficSlices((3.0, 2.0, 0.0, 0.0), (30.0, 5.5, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0),
+                                (0.0, 4.0, 0.0, 1.0)),
+        NodeRef("Service", "payments"): TrafficSlices((0.0, 4.0, 0.0, 1.0), (0.0, 8.25, 0.0, 100.123),
+                                                      (0.0, 0.0, 0.0, 1.0), (0.0, 7.0, 0.0, 0.0)),
+    }
+    # A window without buckets: no traffic at all; the one read and the composition still agree.
+    later = TimeWindow(T0 + timedelta(minutes=10), T0 + timedelta(minutes=14))
+    assert store.incident(checkout, later, 2, 400, 120) == read_incident(store, checkout, later, 2, 400, 120)
+    assert store.incident(checkout, TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=1)), 0, 400,
+                          60).traffic == {
+        checkout: TrafficSlices((0.0, 3.0), (0.0, 30.0), (0.0, 1.0), (0.0, 0.0))}  # hops 0: checkout only
