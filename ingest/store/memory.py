@@ -195,14 +195,17 @@ class MemoryGraphStore:
         found: list[Hop] = []
         with self._lock:
             for ref in dict.fromkeys(refs):  # each node once, in the caller's order
-                keys = self._adjacent.get(ref, {}).get(rel_type, ())
+                # Filtered before sorting: a windowed read of a long history (per-minute CALLED or EMITTED buckets)
+                # sorts only what it returns. The order is the same either way.
+                keys = [
+                    key for key in self._adjacent.get(ref, {}).get(rel_type, ())
+                    if (key[1] == ref) == (direction == "out")
+                    and (window is None or _hop_in_window(basis, prop, self._rels[key],
+                                                          self._nodes[key[2] if direction == "out" else key[1]],
+                                                          window))
+                ]
                 for key in sorted(keys, key=lambda k: _order(k, ref)):
-                    if (key[1] == ref) != (direction == "out"):
-                        continue
                     far = key[2] if direction == "out" else key[1]
-                    props = self._rels[key]
-                    if window is not None and not _hop_in_window(basis, prop, props, self._nodes[far], window):
-                        continue
                     found.append(Hop(self._rel(key), self._node(far)))
                     if len(found) >= limit:
                         return found
