@@ -2,7 +2,8 @@
 
 Reads only what the graph holds (raw samples and log lines never become nodes): ``Anomaly -ON->`` scores,
 ``Alert -FIRED_ON->``, ``Change -CHANGED->``, ``EMITTED {bucket, count, errors}`` template counts, and the
-``CALLS`` / ``INSTANCE_OF`` / ``RUNS_ON`` structure. Candidates are services, instances, hosts and changes.
+``CALLS`` / ``INSTANCE_OF`` / ``RUNS_ON`` structure, and the per-minute ``CALLED`` call counts and durations
+summed per slice. Candidates are services, instances, hosts and changes.
 
 Features are inductive on purpose: no node identity, only signals and local structure, so a model trained
 on one set of topologies applies to another.
@@ -27,6 +28,7 @@ from schema.store import (
     NodeRef,
     Rel,
     TimeWindow,
+    TrafficSlices,
     slice_count,
     slice_index,
 )
@@ -54,6 +56,15 @@ RELATIVE_SOURCES: tuple[str, ...] = (
     "log_errors", "log_total", "new_tpl_lines", "new_tpl_errors", "alerts",
 )
 FEATURE_NAMES = (*FEATURE_NAMES, *(f"rel_{n}" for n in RELATIVE_SOURCES), "log_gap")
+#: Per-slice span signals of services (from the ``CALLED`` buckets; instances, hosts and changes get zeros):
+#: calls into the service, the mean duration of those calls, calls out of it (each log1p) and the error ratio.
+TRAFFIC_FEATURES: tuple[str, ...] = ("calls_in", "latency_in", "calls_out", "errors_in_ratio")
+#: Span signals that also get a baseline-relative copy (see :func:`_relative`), in this order.
+TRAFFIC_RELATIVE_SOURCES: tuple[str, ...] = ("calls_in", "latency_in", "calls_out")
+# Appended after every earlier feature: a model trained on the first N features keeps reading the same N
+# (RcaGnn slices x to its in_features). ``log_per_call`` (log lines per incoming call against the node's baseline)
+# is derived in :func:`_relative` too.
+FEATURE_NAMES = (*FEATURE_NAMES, *TRAFFIC_FEATURES, *(f"rel_{n}" for n in TRAFFIC_RELATIVE_SOURCES), "log_per_call")
 N_FEATURES = len(FEATURE_NAMES)
 
 
@@ -85,6 +96,10 @@ class NodeSignals:
     new_tpl_errors: np.ndarray  # [T]
     changes: np.ndarray  # [T]
     alerts: np.ndarray  # [T]
+    calls_in: np.ndarray  # [T] calls into a service (CALLED), zeros for other kinds
+    duration_in_ms: np.ndarray  # [T] their summed duration
+    errors_in: np.ndarray  # [T] errors among them
+    calls_out: np.ndarray  # [T] calls out of a service
     first_anomaly: datetime | None = None
     top_anomalies: list[dict[str, Any]] = field(default_factory=list)
 
@@ -248,7 +263,7 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     series_block = np.zeros((len(_SERIES), len(refs), n_slices))
     signals = [
         _signals(ref, window, slices, cfg, change_at.get(i), anomalies.get(ref, ()), alerts.get(ref, ()),
-                 reads.logs.get(ref), anom_block[i], series_block[:, i])
+                 reads.logs.get(ref), reads.traffic.get(ref), anom_block[i], series_block[:, i])
         for i, ref in enumerate(refs)
     ]
 
@@ -329,14 +344,17 @@ def _by_target(signals: list[Signal]) -> dict[NodeRef, list[Signal]]:
 
 
 #: The per-slice series of :class:`NodeSignals` besides ``anom``, in the order of the extraction's series block.
-_SERIES: tuple[str, ...] = ("anom_count", "log_errors", "log_total", "new_tpl", "new_tpl_errors", "changes", "alerts")
+_SERIES: tuple[str, ...] = ("anom_count", "log_errors", "log_total", "new_tpl", "new_tpl_errors", "changes", "alerts",
+                            "calls_in", "duration_in_ms", "errors_in", "calls_out")
 
 
 def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
              change_at: datetime | None, anomalies: Sequence[Signal], alerts: Sequence[Signal],
-             logs: LogSlices | None, anom: np.ndarray, series: np.ndarray) -> NodeSignals:
-    """Per-slice signals of one candidate from the anomalies and alerts read on it (all inside the window), filled
-    into ``anom`` [T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), T] (zeros; kept as the signals' arrays)."""
+             logs: LogSlices | None, traffic: TrafficSlices | None, anom: np.ndarray,
+             series: np.ndarray) -> NodeSignals:
+    """Per-slice signals of one candidate from the anomalies, alerts, log slices and traffic read on it (all inside
+    the window), filled into ``anom`` [T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), T] (zeros; kept as the
+    signals' arrays)."""
     T = len(slices)
     sig = NodeSignals(anom, *series)
     if ref.label == "Change":
@@ -369,6 +387,11 @@ def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: Feat
         sig.log_errors[:] = logs.errors
         sig.new_tpl[:] = logs.new_total
         sig.new_tpl_errors[:] = logs.new_errors
+    if traffic is not None:  # services only, summed per slice by the store (see IncidentReads.traffic)
+        sig.calls_in[:] = traffic.calls_in
+        sig.duration_in_ms[:] = traffic.duration_in_ms
+        sig.errors_in[:] = traffic.errors_in
+        sig.calls_out[:] = traffic.calls_out
     return sig
 
 
@@ -408,9 +431,22 @@ def _features(refs: list[NodeRef], kinds: list[str], anom_block: np.ndarray, ser
         for i, at in change_at.items():
             lead[i] = (ref_time - at).total_seconds() / 1800.0
         x[:, :, 22] = lead
+        _traffic_features(x, series_block)
     x[:, :, 23] = (np.arange(T, dtype=np.float32) / max(1, T - 1))[:, None]
     _relative(x)
     return torch.from_numpy(x)
+
+
+def _traffic_features(x: np.ndarray, series_block: np.ndarray) -> None:
+    """Fill the absolute :data:`TRAFFIC_FEATURES` of ``x`` [T, N, F] from the traffic rows of the series block."""
+    calls, duration, errors, out = (np.ascontiguousarray(series_block[_SERIES.index(n)].T)
+                                    for n in ("calls_in", "duration_in_ms", "errors_in", "calls_out"))
+    some = calls > 0
+    safe = np.where(some, calls, 1.0)  # mean and ratio are 0 in a slice without calls, never a division by 0
+    x[:, :, _COL["calls_in"]] = np.log1p(calls)
+    x[:, :, _COL["latency_in"]] = np.where(some, np.log1p(duration / safe), 0.0)
+    x[:, :, _COL["calls_out"]] = np.log1p(out)
+    x[:, :, _COL["errors_in_ratio"]] = np.where(some, errors / safe, 0.0)
 
 
 _REL_SRC = [FEATURE_NAMES.index(n) for n in RELATIVE_SOURCES]
@@ -421,6 +457,10 @@ _LOG_DST = [FEATURE_NAMES.index(f"rel_{n}") for n in _LOG_SOURCES]
 _OTHER_SRC = [FEATURE_NAMES.index(n) for n in RELATIVE_SOURCES if n not in _LOG_SOURCES]
 _OTHER_DST = [FEATURE_NAMES.index(f"rel_{n}") for n in RELATIVE_SOURCES if n not in _LOG_SOURCES]
 _LOG_GAP = FEATURE_NAMES.index("log_gap")
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_CALLS_SOURCES = ("calls_in", "calls_out")
+_CALLS_SRC = [_COL[n] for n in _CALLS_SOURCES]
+_CALLS_DST = [_COL[f"rel_{n}"] for n in _CALLS_SOURCES]
 
 
 def _relative(x: np.ndarray) -> None:
@@ -433,7 +473,12 @@ def _relative(x: np.ndarray) -> None:
 
     Slices where nothing in the whole subgraph reported are collection gaps, not quiet: they stay out of the
     baseline and get no relative signal. Logs are judged on their own (log shipping is often batched, so
-    a slice can hold metrics but no log line anywhere), and such slices are flagged in ``log_gap``."""
+    a slice can hold metrics but no log line anywhere), and such slices are flagged in ``log_gap``; so are
+    calls (``rel_calls_in``, ``rel_calls_out``: slices without a call anywhere are trace gaps).
+
+    Two span features are judged per node: ``rel_latency_in`` only where the node was called, and
+    ``log_per_call`` (log lines per incoming call against its baseline) only where the node was called, logs
+    arrived and the node logs at all."""
     T = x.shape[0]
     if x.shape[1] == 0:
         return
@@ -442,8 +487,12 @@ def _relative(x: np.ndarray) -> None:
     if T < 2:
         return
     observed = x[:, :, _REL_SRC].reshape(T, -1).max(axis=1) > 0
+    # Traces are judged on their own too: a slice without a call anywhere is a gap in tracing, but a node whose
+    # calls stop while others still call is exactly what an aborting handler looks like (zero is data there).
+    traced = x[:, :, _CALLS_SRC].reshape(T, -1).max(axis=1) > 0
     half = np.arange(T) < max(1, T // 2)
-    for src, dst, seen in ((_OTHER_SRC, _OTHER_DST, observed), (_LOG_SRC, _LOG_DST, logs)):
+    for src, dst, seen in ((_OTHER_SRC, _OTHER_DST, observed), (_LOG_SRC, _LOG_DST, logs),
+                           (_CALLS_SRC, _CALLS_DST, traced)):
         ref_slices = half & seen
         if not ref_slices.any():
             ref_slices = half
@@ -451,6 +500,26 @@ def _relative(x: np.ndarray) -> None:
         rel = x[:, :, src] - base[None, :, :]
         rel[~seen] = 0.0
         x[:, :, dst] = rel
+    # A mean latency exists only in slices with calls into the node: slices without are gaps of that node (a
+    # latency of 0 there would read as a drop, and a sparsely called node's baseline would sink to 0).
+    called = x[:, :, _COL["calls_in"]] > 0  # [T, N]
+    x[:, :, _COL["rel_latency_in"]] = _node_relative(x[:, :, _COL["latency_in"]], called, half)
+    # Log lines per incoming call (log1p difference), where the node is called, logs reached us in that slice and
+    # the node logs at all: a handler that aborts early logs less per request while its callers keep calling.
+    logging = (x[:, :, _COL["log_total"]] > 0).any(axis=0)  # [N]
+    per_call = x[:, :, _COL["log_total"]] - x[:, :, _COL["calls_in"]]
+    x[:, :, _COL["log_per_call"]] = _node_relative(per_call, called & logs[:, None] & logging[None, :], half)
+
+
+def _node_relative(values: np.ndarray, valid: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """``values`` [T, N] minus each node's median over its ``valid`` [T, N] slices in the first ``half`` [T]; 0 in
+    slices that are not valid and for nodes with no valid slice in the first half (no baseline to judge by)."""
+    reference = valid & half[:, None]
+    known = reference.any(axis=0)  # [N]
+    base = np.zeros(values.shape[1], dtype=values.dtype)
+    if known.any():
+        base[known] = np.nanmedian(np.where(reference[:, known], values[:, known], np.nan), axis=0)
+    return np.where(valid & known[None, :], values - base[None, :], 0.0)
 
 
 #: Features read from logs (absolute ones; their ``rel_*`` copies follow from :func:`_relative`).
@@ -485,15 +554,21 @@ def log_gaps(x: torch.Tensor, slices: np.ndarray) -> torch.Tensor:
     return _zeroed(x, LOG_FEATURES, slices=slices)
 
 
-def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float) -> torch.Tensor:
-    """A copy of ``x`` as it would be with every log count multiplied by ``log_factor`` and every anomaly
-    score by ``anomaly_factor``. Training augmentation: log volume and anomaly score magnitudes differ
-    from one system to the next, so the ranking should not hinge on their absolute scale."""
+def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float, call_factor: float = 1.0) -> torch.Tensor:
+    """A copy of ``x`` as it would be with every log count multiplied by ``log_factor``, every anomaly score by
+    ``anomaly_factor`` and every call count by ``call_factor``. Training augmentation: log volume and anomaly
+    score magnitudes differ from one system to the next, so the ranking should not hinge on their absolute scale.
+
+    Call counts get a factor of their own, 1 (unchanged) unless given: logs and calls are not the same scale
+    (verbosity is one system's choice, traffic another's), and what really scales call counts is trace sampling,
+    which keeps only a share of the spans, errors included. Sampling leaves the mean latency and the error ratio
+    as they are, so only ``calls_in`` and ``calls_out`` change (``log_per_call`` follows, relative to its baseline)."""
     out = x.numpy().copy()
     logs = [FEATURE_NAMES.index(n) for n in LOG_FEATURES]
     anomalies = [FEATURE_NAMES.index(n) for n in (*NAMED_METRIC_FEATURES, "anom_other")]
-    for cols, k in ((logs, log_factor), (anomalies, anomaly_factor)):
-        out[:, :, cols] = np.log1p(np.expm1(out[:, :, cols]) * k)
+    for cols, k in ((logs, log_factor), (anomalies, anomaly_factor), (_CALLS_SRC, call_factor)):
+        if k != 1.0:  # a factor of 1 leaves the columns bit-identical (expm1/log1p would round)
+            out[:, :, cols] = np.log1p(np.expm1(out[:, :, cols]) * k)
     _relative(out)
     return torch.from_numpy(out)
 
@@ -506,6 +581,18 @@ def without_metrics(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
     """A copy of ``x`` as it would be if ``nodes`` reported no metrics of their own. Training augmentation:
     in many deployments only instances (pods) are scraped, and services have no metrics of their own."""
     return _zeroed(x, METRIC_FEATURES, nodes=nodes)
+
+
+#: Features read from spans: the per-slice traffic and the whole-window CALLS error ratio (their relative copies
+#: and ``log_per_call`` follow from :func:`_relative`).
+TRACE_FEATURES: tuple[str, ...] = (*TRAFFIC_FEATURES, "calls_error_ratio")
+
+
+def without_traces(x: torch.Tensor, nodes: np.ndarray) -> torch.Tensor:
+    """A copy of ``x`` as it would be if ``nodes`` (a boolean mask over nodes) sent no spans. Training augmentation:
+    many systems are not traced, or only some of their services are (the call graph may still come from topology
+    events, so the structure features stay)."""
+    return _zeroed(x, TRACE_FEATURES, nodes=nodes)
 
 
 def unnamed_metrics(x: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:

@@ -302,3 +302,114 @@ def test_engine_groups_alerts_of_a_window(rules_engine: RulesEngine) -> None:
     store.write(b)
     groups = RcaEngine(store, None, rules_engine).group_alerts(TimeWindow(T0, T0 + timedelta(minutes=30)))
     assert [(g.alerts, g.is_incident) for g in groups] == [(("alert-3", "alert-2", "alert-1"), True)]
+
+
+def _traffic_store(with_calls: bool = True) -> MemoryGraphStore:
+    """The tiny topology with per-minute CALLED buckets and api's log lines, over five 2-minute slices from T0.
+
+    web calls api 10 times a minute throughout, each call 10 ms (40 ms in slice 3, with 5 errors); api calls db
+    10 times a minute (5 ms each) in slices 0-1, then stops; api logs 40 lines a slice, 10 in slice 3. Slice 4
+    has log lines but no call anywhere (a trace gap)."""
+    b = _topology_batch()
+    for minute in range(8 if with_calls else 0):
+        at = T0 + timedelta(minutes=minute)
+        slow = minute >= 6
+        b.rels.append(RelRow("CALLED", _svc("web"), _svc("api"), {"bucket": at}, first_seen=at, last_seen=at,
+                             add={"calls": 10, "errors": 5 if minute == 6 else 0,
+                                  "duration_ms_sum": 400.0 if slow else 100.0}))
+        if minute < 4:
+            b.rels.append(RelRow("CALLED", _svc("api"), _svc("db"), {"bucket": at}, first_seen=at, last_seen=at,
+                                 add={"calls": 10, "errors": 0, "duration_ms_sum": 50.0}))
+    template = NodeRef("LogTemplate", "T-api")
+    for k, lines in enumerate((40, 40, 40, 10, 40)):
+        at = T0 + timedelta(minutes=2 * k)
+        b.rels.append(RelRow("EMITTED", _svc("api"), template, {"bucket": at}, first_seen=T0 - timedelta(hours=1),
+                             last_seen=at, add={"count": lines, "errors": 0}))
+    store = MemoryGraphStore()
+    store.write(b)
+    return store
+
+
+TRAFFIC_WINDOW = TimeWindow(T0, T0 + timedelta(minutes=10))
+
+
+def _feature(graph: IncidentGraph, kind: str, name: str, feature: str) -> list[float]:
+    from gnn.rca.features import FEATURE_NAMES
+
+    i = graph.index(kind, name)
+    assert i is not None
+    return graph.x[:, i, FEATURE_NAMES.index(feature)].tolist()
+
+
+def test_span_features_per_slice_from_called_buckets() -> None:
+    from gnn.rca.features import FEATURE_NAMES, TRAFFIC_FEATURES
+
+    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    assert isinstance(graph, IncidentGraph) and graph.x.shape[0] == 5
+    f32 = lambda *values: [float(np.float32(v)) for v in values]  # noqa: E731
+    l1p = np.log1p
+    api = lambda feature: _feature(graph, "service", "api", feature)  # noqa: E731
+    assert api("calls_in") == f32(l1p(20), l1p(20), l1p(20), l1p(20), 0)
+    assert api("latency_in") == f32(l1p(10), l1p(10), l1p(10), l1p(40), 0)  # mean ms per call; none: 0
+    assert api("errors_in_ratio") == f32(0, 0, 0, 0.25, 0)
+    assert api("calls_out") == f32(l1p(20), l1p(20), 0, 0, 0)
+    # Against api's median over slices 0-1; slice 4 holds no call anywhere: a gap, not a drop.
+    assert api("rel_calls_in") == f32(0, 0, 0, 0, 0)
+    assert api("rel_calls_out") == f32(0, 0, -l1p(20), -l1p(20), 0)
+    assert api("rel_latency_in") == pytest.approx(f32(0, 0, 0, l1p(40) - l1p(10), 0), abs=1e-6)
+    # Log lines per incoming call: 40 per 20 calls before, 10 per 20 calls in slice 3.
+    assert api("log_per_call") == pytest.approx(f32(0, 0, 0, l1p(10) - l1p(40), 0), abs=1e-6)
+    assert _feature(graph, "service", "web", "calls_in") == f32(0, 0, 0, 0, 0)
+    assert _feature(graph, "service", "web", "calls_out") == f32(*[l1p(20)] * 4, 0)
+    assert _feature(graph, "service", "web", "rel_latency_in") == f32(0, 0, 0, 0, 0)  # never called: no baseline
+    # db stops being called: its latency is undefined there, not a drop; it logs nothing, so no log_per_call.
+    assert _feature(graph, "service", "db", "latency_in") == f32(l1p(5), l1p(5), 0, 0, 0)
+    assert _feature(graph, "service", "db", "rel_latency_in") == f32(0, 0, 0, 0, 0)
+    assert _feature(graph, "service", "db", "rel_calls_in") == f32(0, 0, -l1p(20), -l1p(20), 0)
+    assert _feature(graph, "service", "db", "log_per_call") == f32(0, 0, 0, 0, 0)
+    span = [FEATURE_NAMES.index(n) for n in FEATURE_NAMES[FEATURE_NAMES.index(TRAFFIC_FEATURES[0]):]]
+    others = [i for i, k in enumerate(graph.kinds) if k != "service"]
+    assert float(graph.x[:, others][:, :, span].abs().sum()) == 0.0  # instances and hosts: zeros
+    # The features before them do not change with the CALLED buckets (a checkpoint reads only those).
+    bare = extract_incident(_traffic_store(with_calls=False), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    assert isinstance(bare, IncidentGraph) and bare.refs == graph.refs
+    assert torch.equal(bare.x[:, :, :span[0]], graph.x[:, :, :span[0]])
+    assert float(bare.x[:, :, span].abs().sum()) == 0.0
+
+
+def test_augmentations_of_span_features() -> None:
+    from gnn.rca.features import (
+        FEATURE_NAMES,
+        TRACE_FEATURES,
+        rescaled,
+        without_logs,
+        without_metrics,
+        without_traces,
+    )
+
+    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    api, db = graph.index("service", "api"), graph.index("service", "db")
+    col = FEATURE_NAMES.index
+    nodes = np.zeros(graph.n, dtype=bool)
+    nodes[api] = True
+    untraced = without_traces(graph.x, nodes)
+    derived = ("rel_calls_in", "rel_latency_in", "rel_calls_out", "log_per_call")
+    assert float(untraced[:, api, [col(n) for n in (*TRACE_FEATURES, *derived)]].abs().sum()) == 0.0
+    assert torch.equal(untraced[:, db], graph.x[:, db])  # others keep theirs (db's baseline is its own)
+    assert torch.equal(untraced[:, api, col("log_total")], graph.x[:, api, col("log_total")])
+    # Metrics and logs hidden: span features stay; log_per_call goes with api's logs.
+    services = np.array([k == "service" for k in graph.kinds])
+    bare = without_metrics(graph.x, services)
+    assert torch.equal(bare[:, :, col("calls_in"):], graph.x[:, :, col("calls_in"):])
+    quiet = without_logs(graph.x, nodes)
+    assert float(quiet[:, api, col("log_per_call")].abs().sum()) == 0.0
+    assert torch.equal(quiet[:, api, col("rel_calls_out")], graph.x[:, api, col("rel_calls_out")])
+    # Call counts scale only with their own factor (trace sampling); latency and error ratios stay.
+    spans = slice(col("calls_in"), col("log_per_call"))  # log_per_call follows the log counts (log1p, not log)
+    assert torch.equal(rescaled(graph.x, 3.0, 2.0)[:, :, spans], graph.x[:, :, spans])
+    sampled = rescaled(graph.x, 1.0, 1.0, call_factor=0.1)
+    assert sampled[0, api, col("calls_in")].item() == pytest.approx(float(np.log1p(2.0)), rel=1e-6)
+    for name in ("latency_in", "errors_in_ratio"):
+        assert torch.equal(sampled[:, :, col(name)], graph.x[:, :, col(name)])
+    assert torch.equal(rescaled(graph.x, 1.0, 1.0), graph.x)
