@@ -8,12 +8,13 @@ gRPC thread while the pipeline writes).
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from schema.graph import NODE_SPECS, node_spec, rel_spec, window_basis
+from schema.graph import NODE_SPECS, RELS, node_spec, rel_spec, window_basis
 from schema.incident import IncidentReads, read_incident
 from schema.store import (
     GraphBatch,
@@ -80,6 +81,17 @@ def _hop_in_window(basis: str, prop: str | None, rel: dict[str, Any], far: dict[
     return True
 
 
+def _key_time(rel_type: str) -> str | None:
+    """The key property a relationship type is windowed by (``EMITTED.bucket``), or ``None``. Only a key property:
+    it never changes once written, so an index on it never goes stale."""
+    basis, prop = window_basis(rel_type, "out")
+    return prop if basis == "rel" and prop in rel_spec(rel_type).key else None
+
+
+#: Relationship types indexed by their window time per node (see ``MemoryGraphStore._by_time``).
+_KEY_TIMES: dict[str, str] = {spec.type: prop for spec in RELS if (prop := _key_time(spec.type)) is not None}
+
+
 class MemoryGraphStore:
     """A :class:`schema.store.GraphStore` held in process memory."""
 
@@ -90,6 +102,9 @@ class MemoryGraphStore:
         # Per node, per relationship type: reads of one type never scan a node's whole history.
         self._adjacent: dict[NodeRef, dict[str, set[_RelKey]]] = defaultdict(lambda: defaultdict(set))
         self._by_label: dict[str, set[NodeRef]] = defaultdict(set)
+        # Per node and bucketed type (CALLED, EMITTED: one relationship per minute), the relationships in time
+        # order (parallel lists of times and keys): a windowed read bisects instead of scanning the whole history.
+        self._by_time: dict[tuple[NodeRef, str], tuple[list[datetime], list[_RelKey]]] = {}
         self._cursors: dict[str, int] = {}
 
     # -- writes ---------------------------------------------------------------------------------
@@ -126,9 +141,36 @@ class MemoryGraphStore:
             props = self._rels[key] = dict(row.key)
             self._adjacent[row.start][row.type].add(key)
             self._adjacent[row.end][row.type].add(key)
+            self._index_time(key, insert=True)
         temporal = rel_spec(row.type).temporal
         _merge_props(props, row.props, row.first_seen if temporal else None, row.last_seen if temporal else None,
                      row.add)
+
+    def _index_time(self, key: _RelKey, insert: bool) -> None:
+        """Add a new relationship to (or drop one from) ``_by_time`` at both its ends."""
+        prop = _KEY_TIMES.get(key[0])
+        at = dict(key[3]).get(prop) if prop is not None else None
+        if at is None:  # not a bucketed type, or no time: never inside a window
+            return
+        for node in dict.fromkeys((key[1], key[2])):
+            times, keys = self._by_time.setdefault((node, key[0]), ([], []))
+            if insert:
+                i = bisect_right(times, at)
+                times.insert(i, at)
+                keys.insert(i, key)
+                continue
+            i = bisect_left(times, at)
+            while i < len(keys) and keys[i] != key:
+                i += 1
+            if i < len(keys):
+                del times[i], keys[i]
+
+    def _in_window(self, ref: NodeRef, rel_type: str, window: TimeWindow) -> list[_RelKey]:
+        """The bucketed relationships of ``ref`` whose time lies in the window, from ``_by_time``."""
+        times, keys = self._by_time.get((ref, rel_type), ([], []))
+        lo = 0 if window.since is None else bisect_left(times, window.since)
+        hi = len(times) if window.until is None else bisect_left(times, window.until)
+        return keys[lo:hi]
 
     def cursor(self, source: str) -> int | None:
         with self._lock:
@@ -197,8 +239,10 @@ class MemoryGraphStore:
             for ref in dict.fromkeys(refs):  # each node once, in the caller's order
                 # Filtered before sorting: a windowed read of a long history (per-minute CALLED or EMITTED buckets)
                 # sorts only what it returns. The order is the same either way.
+                candidates = (self._in_window(ref, rel_type, window) if window is not None and rel_type in _KEY_TIMES
+                              else self._adjacent.get(ref, {}).get(rel_type, ()))
                 keys = [
-                    key for key in self._adjacent.get(ref, {}).get(rel_type, ())
+                    key for key in candidates
                     if (key[1] == ref) == (direction == "out")
                     and (window is None or _hop_in_window(basis, prop, self._rels[key],
                                                           self._nodes[key[2] if direction == "out" else key[1]],
@@ -328,6 +372,7 @@ class MemoryGraphStore:
         self._rels.pop(key, None)
         self._adjacent[key[1]][key[0]].discard(key)
         self._adjacent[key[2]][key[0]].discard(key)
+        self._index_time(key, insert=False)
 
     def count(self, label: str) -> int:
         node_spec(label)
@@ -341,7 +386,7 @@ class MemoryGraphStore:
 
     def clear(self) -> None:
         with self._lock:
-            for table in (self._nodes, self._rels, self._adjacent, self._by_label, self._cursors):
+            for table in (self._nodes, self._rels, self._adjacent, self._by_label, self._by_time, self._cursors):
                 table.clear()
 
     def close(self) -> None:

@@ -391,3 +391,25 @@ def test_incident_reads_traffic_per_service_and_slice(store: GraphStore) -> None
     assert store.incident(checkout, TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=1)), 0, 400,
                           60).traffic == {
         checkout: TrafficSlices((0.0, 3.0), (0.0, 30.0), (0.0, 1.0), (0.0, 0.0))}  # hops 0: checkout only
+
+
+def test_windowed_reads_of_bucketed_relationships_forget_deleted_ones(store: GraphStore) -> None:
+    # Buckets written out of time order and then aged out by retention: a windowed read returns exactly the ones
+    # left, in the far end's order and then the bucket's (the in-memory store answers from a time index).
+    b = BatchBuilder()
+    api = b.node("Service", "api")
+    for minute, callee in ((5, "db"), (-90, "db"), (1, "cache"), (3, "db"), (-120, "cache"), (1, "db")):
+        at = T0 + timedelta(minutes=minute)
+        b.rel("CALLED", api, b.node("Service", callee), key={"bucket": at}, seen=at, add={"calls": 1})
+    store.write(b.build())
+    everything = TimeWindow(T0 - timedelta(hours=3), T0 + timedelta(hours=1))
+    def minutes(hops: list) -> list[tuple[str, int]]:
+        return [(h.node.key, (h.rel.props["bucket"] - T0) // timedelta(minutes=1)) for h in hops]
+
+    assert minutes(store.expand([NodeRef("Service", "api")], "CALLED", "out", everything)) == [
+        ("cache", -120), ("cache", 1), ("db", -90), ("db", 1), ("db", 3), ("db", 5)]
+    assert store.delete_older_than(T0 - timedelta(hours=1)) == 2
+    db = [NodeRef("Service", "db")]
+    assert minutes(store.expand(db, "CALLED", "in", everything)) == [("api", 1), ("api", 3), ("api", 5)]
+    open_end = TimeWindow(T0 + timedelta(minutes=3), None)
+    assert minutes(store.expand(db, "CALLED", "in", open_end)) == [("api", 3), ("api", 5)]
