@@ -375,29 +375,28 @@ def _incident(hops: int) -> str:
             "}\n"
         )
 
-    def traffic(direction: str) -> str:
-        # The CALLED buckets of the window into (or out of) each service, summed per service and slice here, so
-        # only services x slices rows come back. Slice index as NEW_LOG_SLICES (exactly schema.store.slice_index);
-        # durations in whole microseconds as schema.store.duration_us, so the sums are exact in any order.
-        # The far end is left unlabelled: CALLED joins services only (the schema checks every write), and a label
-        # test would load every far node for nothing.
-        called = by_type["CALLED"]
-        arrow = f"<-[r:{called.type}]-" if direction == "in" else f"-[r:{called.type}]->"
-        sums = ("sum(coalesce(r.calls, 0)) AS calls, sum(toInteger(coalesce(r.duration_ms_sum, 0) * 1000)) AS us,\n"
-                "       sum(coalesce(r.errors, 0)) AS errors\n"
-                "  RETURN collect([key, k, calls, us, errors])" if direction == "in" else
-                "sum(coalesce(r.calls, 0)) AS calls\n"
-                "  RETURN collect([key, k, calls])")
-        return (
-            "CALL (services) {\n"
-            "  UNWIND services AS n\n"
-            f"  MATCH (n){arrow}()\n"
-            f"  {_window_condition(called.type, direction)}"
-            f"  WITH n.{service.key} AS key, r, duration.inSeconds($since, r.{called.times[0]}) AS d\n"
-            "  WITH key, (d.seconds * 1000000000 + d.nanosecondsOfSecond) / $slice_ns AS k, r\n"
-            f"  WITH key, k, {sums} AS traffic_{direction}\n"
-            "}\n"
-        )
+    # The CALLED buckets of the window into and out of each service, summed per service, direction and slice
+    # here, so only services x slices rows come back. One traversal both ways (half the cost of one per
+    # direction). Slice index in whole nanoseconds from $since (integer division), exactly schema.store.slice_index;
+    # epoch arithmetic instead of a duration per row (a third cheaper). Durations in whole microseconds as
+    # schema.store.duration_us, so the sums are exact in any order. The far end is left unlabelled: CALLED joins
+    # services only (the schema checks every write), and a label test would load every far node for nothing.
+    called = by_type["CALLED"]
+    bucket = f"r.{called.times[0]}"
+    traffic = (
+        "CALL (services) {\n"
+        "  UNWIND services AS n\n"
+        f"  MATCH (n)-[r:{called.type}]-()\n"
+        f"  {_window_condition(called.type, 'in')}"
+        f"  WITH n.{service.key} AS key, startNode(r) = n AS out, r,\n"
+        f"       (({bucket}.epochSeconds - $since.epochSeconds) * 1000000000\n"
+        f"        + {bucket}.nanosecond - $since.nanosecond) / $slice_ns AS k\n"
+        "  WITH key, out, k, sum(coalesce(r.calls, 0)) AS calls,\n"
+        "       sum(CASE WHEN out THEN 0 ELSE toInteger(coalesce(r.duration_ms_sum, 0) * 1000) END) AS us,\n"
+        "       sum(CASE WHEN out THEN 0 ELSE coalesce(r.errors, 0) END) AS errors\n"
+        "  RETURN collect([key, k, out, calls, us, errors]) AS traffic\n"
+        "}\n"
+    )
 
     return (
         # Services in reach, as REACH does (one more than $limit tells the caller there are too many).
@@ -447,10 +446,9 @@ def _incident(hops: int) -> str:
         "  WITH label, key, k, sum(c) AS new_total, sum(e) AS new_errors\n"
         "  RETURN collect([label, key, k, new_total, new_errors]) AS fresh\n"
         "}\n"
-        + traffic("in")
-        + traffic("out")
+        + traffic
         + f"RETURN [n IN services | n.{service.key}] AS services, calls, instances, hosts, changes, anomalies,\n"
-        "       alerts, rollups, fresh, traffic_in, traffic_out"
+        "       alerts, rollups, fresh, traffic"
     )
 
 

@@ -481,10 +481,11 @@ class Neo4jGraphStore:
              for label, key, hour, offsets, block_count, block_errors in record["rollups"]),
             fresh.items(),
         )
-        # Summed per service and slice in the statement; integers (durations in microseconds), so exact.
+        # Summed per service, direction and slice in the statement; integers (durations in microseconds), so exact.
+        traffic_rows = record["traffic"]
         traffic = traffic_slices(
-            n, ((svc[key], k, calls, us, errors) for key, k, calls, us, errors in record["traffic_in"]),
-            ((svc[key], k, calls) for key, k, calls in record["traffic_out"]))
+            n, ((svc[key], k, calls, us, errors) for key, k, out, calls, us, errors in traffic_rows if not out),
+            ((svc[key], k, calls) for key, k, out, calls, _, _ in traffic_rows if out))
         return IncidentReads(services=services, calls=calls, instances=instances, hosts=hosts,
                              changes=changes, anomalies=signals(record["anomalies"]),
                              alerts=signals(record["alerts"]), logs=logs, traffic=traffic)
