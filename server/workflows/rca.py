@@ -61,10 +61,14 @@ EVAL_SEED_LIMIT = 1000
 #: analysis window), wrong-value faults that show mainly in the callers' logs, and chatty next to quiet
 #: services (normal log volume differs by orders of magnitude), some of them with template churn.
 #: Some services ship no logs, some scenarios none at all, and some metrics come under unfamiliar names.
+#: Faults are injected into single pods half the time, services often do not log their callees' failures,
+#: exceptions often go unlogged, and many scenarios have neither span error status nor error-rate metrics
+#: (as with fault-injection benchmarks on real systems: only logs, traces and resource metrics).
 TRAIN_SIM = OpsSimConfig(noisy_service_frac=0.1, noisy_error_logs=2.0, short_segment_prob=0.4,
                          wrong_value_caller_logs=True, log_volume_sigma=1.5,
                          template_churn_frac=0.2, silent_service_frac=0.15, silent_scenario_prob=0.2,
-                         renamed_metric_prob=0.3)
+                         renamed_metric_prob=0.3, pod_fault_prob=0.5, caller_failure_log_prob=0.5,
+                         exception_log_prob=0.5, span_error_prob=0.5, error_metric_prob=0.5)
 #: Training features: a window short enough that faults minutes apart do not pile up in it.
 TRAIN_FEATURES = FeatureConfig(lookback_minutes=12)
 
