@@ -38,10 +38,10 @@ class RcaModelConfig:
 class MeanAdjacency:
     """One edge type's mean aggregation, as a sparse matrix over the nodes that take part in it.
 
-    ``matrix[i, j]`` is ``1 / in-degree`` of node ``dst[i]`` for every edge ``cols[j] -> dst[i]`` (summed over
-    duplicate edges, as a mean over the edge list counts them), so ``matrix @ h`` is SAGEConv's mean for the
-    nodes with in-edges. Nodes without in-edges of the type aggregate to zero and are left out. Columns are
-    all N nodes when ``src`` is ``None``, else only the sources ``src`` (see :meth:`TypedConv.forward`)."""
+    Column j stands for node ``src[j]``, or node j when ``src`` is ``None`` (all N nodes). ``matrix[i, j]``
+    is ``1 / in-degree`` of node ``dst[i]`` when column j's node has an edge to it (times the number of such
+    edges: the mean over an edge list counts duplicates), so ``matrix @ h`` is SAGEConv's mean for the nodes
+    with in-edges. Nodes without in-edges of the type aggregate to zero and are left out."""
 
     dst: torch.Tensor  # [D] nodes with at least one in-edge
     src: torch.Tensor | None  # [S] nodes with out-edges, when the weight is applied before aggregating
