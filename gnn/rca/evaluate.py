@@ -1,6 +1,7 @@
 """Evaluation of root-cause ranking: replay events into a store, analyse every labelled case, score the ranks.
 
-AC@k: fraction of cases whose true root cause is in the top k; Avg@5: the mean of AC@1..AC@5. The model
+AC@k: fraction of cases whose true root cause is in the top k (a service with a single instance and that
+instance name the same cause; `exact` counts only the labelled name); Avg@5: the mean of AC@1..AC@5. The model
 and the baselines are scored on the same extracted incident graphs (one extraction per case).
 """
 
@@ -60,12 +61,25 @@ def entry_service(store: GraphStore, window: TimeWindow | None = None) -> NodeRe
     return max(roots, key=lambda s: (calls_out[s], s.key), default=None)
 
 
-def rank_of(result: RcaResult, truth: dict[str, Any]) -> int | None:
-    """1-based rank of the true root cause among the result's candidates, or ``None``."""
+def rank_of(result: RcaResult, truth: dict[str, Any], same: set[tuple[str, str]] | None = None) -> int | None:
+    """1-based rank of the true root cause among the result's candidates, or ``None``. ``same``: other
+    ``(kind, name)`` that name the same cause (see :meth:`IncidentGraph.equivalents`)."""
+    names = {(truth["kind"], truth["name"]), *(same or ())}
     for c in result.candidates:
-        if c.kind == truth["kind"] and c.name == truth["name"]:
+        if (c.kind, c.name) in names:
             return c.rank
     return None
+
+
+def same_cause(graph: IncidentGraph | str, truth: dict[str, Any]) -> set[tuple[str, str]]:
+    """The candidates that name the same cause as ``truth`` in ``graph``: a service with a single instance and
+    that instance are one process, and either name is the right answer."""
+    if not isinstance(graph, IncidentGraph):
+        return set()
+    node = graph.index(truth["kind"], truth["name"])
+    if node is None:
+        return set()
+    return {(graph.kinds[j], graph.names[j]) for j in graph.equivalents(node)}
 
 
 def _service_of(store: GraphStore, kind: str, name: str) -> str | None:
@@ -119,6 +133,7 @@ def evaluate_cases(
     engine = RcaEngine(store, model, rules_engine, cfg)
     main = "gnn" if model is not None else "rules"
     ranks: dict[str, list[int | None]] = {m: [] for m in (main, *baselines)}
+    exact_ranks: list[int | None] = []
     latencies: list[float] = []
     per_case: list[dict[str, Any]] = []
     service_ranks: list[int | None] = []
@@ -127,21 +142,24 @@ def evaluate_cases(
         started = time.perf_counter()
         result = engine.analyze(anchor, window, top_k=5, method=main)
         latencies.append((time.perf_counter() - started) * 1000)
-        ranks[main].append(rank_of(result, case["root_cause"]))
-        service_ranks.append(service_rank(store, result, case["root_cause"]))
         graph = extract_incident(store, anchor, window, cfg.features)
+        same = same_cause(graph, case["root_cause"])
+        ranks[main].append(rank_of(result, case["root_cause"], same))
+        exact_ranks.append(rank_of(result, case["root_cause"]))
+        service_ranks.append(service_rank(store, result, case["root_cause"]))
         row: dict[str, Any] = {"id": case["id"], "fault": case.get("fault"), "rank": ranks[main][-1],
+                               "exact_rank": exact_ranks[-1],
                                "service_rank": service_ranks[-1], "anchor": f"{anchor.label}:{anchor.key}",
                                "top": [f"{c.kind}:{c.name}" for c in result.candidates[:3]],
                                "truth": f"{case['root_cause']['kind']}:{case['root_cause']['name']}"}
         for name in baselines:
             r = engine.rank(graph, 5, name) if isinstance(graph, IncidentGraph) else RcaResult([], name)
-            ranks[name].append(rank_of(r, case["root_cause"]))
+            ranks[name].append(rank_of(r, case["root_cause"], same))
             row[name] = ranks[name][-1]
         per_case.append(row)
     n = len(cases)
     out: dict[str, Any] = {"cases": n, "method": main, **accuracy(ranks[main], n),
-                           "service_level": accuracy(service_ranks, n),
+                           "exact": accuracy(exact_ranks, n), "service_level": accuracy(service_ranks, n),
                            "baselines": {name: accuracy(ranks[name], n) for name in baselines}}
     out["latency_ms"] = {"p50": round(float(np.percentile(latencies, 50)), 2) if latencies else 0.0,
                          "p99": round(float(np.percentile(latencies, 99)), 2) if latencies else 0.0}
@@ -161,6 +179,7 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     lat_p99 = [r["latency_ms"]["p99"] for r in reports]
     return {
         "cases": n, "method": main, **accuracy([row["rank"] for row in rows], n),
+        "exact": accuracy([row.get("exact_rank") for row in rows], n),
         "service_level": accuracy([row.get("service_rank") for row in rows], n),
         "baselines": {b: accuracy([row[b] for row in rows], n) for b in baselines},
         "latency_ms": {"p50": round(float(np.median(lat_p50)), 2) if lat_p50 else 0.0,

@@ -130,6 +130,17 @@ class IncidentGraph:
     def n(self) -> int:
         return len(self.refs)
 
+    def equivalents(self, node: int) -> tuple[int, ...]:
+        """``node`` and, when it is a service with exactly one instance here or that instance, its counterpart:
+        one process, which telemetry cannot tell apart from its service, so either name is the same answer."""
+        service = self.service_of[node] if self.kinds[node] in ("service", "instance") else -1
+        if service < 0:
+            return (node,)
+        instances = [i for i, k in enumerate(self.kinds) if k == "instance" and self.service_of[i] == service]
+        if len(instances) != 1:
+            return (node,)
+        return tuple(sorted({service, instances[0]}))
+
     def index(self, kind: str, name: str) -> int | None:
         """The node index of a candidate, or ``None`` when it is not in the subgraph."""
         for i, (k, nm) in enumerate(zip(self.kinds, self.names, strict=True)):

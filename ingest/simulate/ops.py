@@ -34,6 +34,7 @@ FAULT_ROOT_KIND: dict[str, str] = {
     "latency": "service",
     "errors": "service",
     "wrong_value": "service",
+    "exception": "service",
     "cpu": "instance",
     "memory": "instance",
     "crash": "instance",
@@ -42,6 +43,8 @@ FAULT_ROOT_KIND: dict[str, str] = {
     "host_failure": "host",
 }
 FAULT_KINDS: tuple[str, ...] = tuple(FAULT_ROOT_KIND)
+#: Faults that can hit a single instance (pod) instead of the whole service (see ``OpsSimConfig.pod_fault_prob``).
+POD_FAULT_KINDS: tuple[str, ...] = ("latency", "errors", "wrong_value", "exception")
 
 _WORDS = (
     "cart", "checkout", "auth", "user", "catalog", "search", "payment", "ledger", "fraud", "shipping",
@@ -77,7 +80,8 @@ class OpsSimConfig:
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     #: Probability that a fault hits an entry (user-facing) service; most causes are deeper.
     entry_fault_prob: float = 0.1
-    spans_per_edge: int = 2
+    #: Sampled spans per call edge and minute at the caller's usual traffic (Poisson).
+    spans_per_edge: int = 3
     logs_per_instance: float = 1.0
     metric_noise: float = 0.06
     innocent_changes_per_hour: float = 4.0
@@ -117,6 +121,19 @@ class OpsSimConfig:
     #: Probability that each metric (per entity kind) is exported under an unfamiliar name, as real
     #: exporters name them in their own ways: a model cannot rely on recognising metric names.
     renamed_metric_prob: float = 0.0
+    #: Probability that a latency, error, wrong-value or exception fault hits one instance (pod) of the service
+    #: instead of all of them, as fault injection into a pod does; the pod is then the root cause.
+    pod_fault_prob: float = 0.0
+    #: Fraction of services that log the failures of their callees (the rest handle them silently or pass
+    #: them on without a line).
+    caller_failure_log_prob: float = 1.0
+    #: Probability that the faulty code logs the exception it throws (real exception faults often leave no
+    #: line at the faulty service: the error surfaces only in the traces and at the callers).
+    exception_log_prob: float = 1.0
+    #: Probability that a scenario's spans carry an error status (many tracers do not set it).
+    span_error_prob: float = 1.0
+    #: Probability that a scenario exports error-rate metrics at all.
+    error_metric_prob: float = 1.0
     start: datetime = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
     def __post_init__(self) -> None:
@@ -130,10 +147,12 @@ class OpsSimConfig:
         if self.start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         fractions = (self.noisy_service_frac, self.short_segment_prob, self.silent_service_frac,
-                     self.silent_scenario_prob, self.renamed_metric_prob)
+                     self.silent_scenario_prob, self.renamed_metric_prob, self.pod_fault_prob,
+                     self.caller_failure_log_prob, self.exception_log_prob, self.span_error_prob,
+                     self.error_metric_prob)
         if not all(0.0 <= f <= 1.0 for f in fractions):
-            raise ValueError("noisy_service_frac, short_segment_prob, silent_service_frac, silent_scenario_prob "
-                             "and renamed_metric_prob are fractions")
+            raise ValueError("noisy_service_frac, short_segment_prob, silent_service_frac, silent_scenario_prob, "
+                             "renamed_metric_prob and the *_prob knobs are fractions")
         if not 4 <= self.short_segment_minutes[0] <= self.short_segment_minutes[1] <= self.segment_minutes:
             raise ValueError("short segments need 4 <= min <= max <= segment_minutes")
 
@@ -177,6 +196,12 @@ class _Fault:
     host: int = -1
     change_id: str = ""
     magnitude: float = 1.0
+    #: The fault hits only ``instance`` (a pod) of a service-level kind; the instance is the root cause.
+    pod: bool = False
+
+    @property
+    def root_kind(self) -> str:
+        return "instance" if self.pod else FAULT_ROOT_KIND[self.kind]
 
 
 class _Ids:
@@ -311,6 +336,14 @@ class _Simulation:
             for pair, code in zip(pairs, codes, strict=True):
                 if mrng.random() < config.renamed_metric_prob:
                     self.metric_names[pair] = f"metric_{code:02d}"
+        # Which telemetry the scenario has and how services log failures: own generator, so the defaults draw
+        # nothing from the main streams (scenarios with the knobs off are unchanged).
+        krng = np.random.default_rng(config.seed + 19)
+        self.logs_failures = krng.random(nS) < config.caller_failure_log_prob
+        self.span_errors = bool(krng.random() < config.span_error_prob)
+        self.error_metrics = bool(krng.random() < config.error_metric_prob)
+        #: Per-fault draws of the knobs above (pod faults, exception logging).
+        self.frng = random.Random(config.seed + 23)
         # Fault effects, per minute.
         T = self.T
         self.lat_mult = np.ones((nI, T))
@@ -320,6 +353,10 @@ class _Simulation:
         self.cpu_add = np.zeros((nI, T))
         self.mem_add = np.zeros((nI, T))
         self.bad_value = np.zeros((nS, T))  # errors induced at the callers of a service (wrong values)
+        #: Fraction of an instance's normal log lines still written (a handler that throws stops logging).
+        self.log_keep = np.ones((nI, T))
+        #: Fraction of a service's requests that make no downstream calls (they fail before them).
+        self.call_drop = np.zeros((nS, T))
         self.host_down = np.zeros((nH, T), dtype=bool)
         self.host_net = np.zeros((nH, T))
         #: Extra log lines: (instance, minute) -> list of (level, message, count).
@@ -369,7 +406,10 @@ class _Simulation:
             entry = rng.random() < cfg.entry_fault_prob or not deep
             s = rng.choice(list(topo.entries)) if entry else rng.choice(deep)
             fault = _Fault(kind, onset, end, s, magnitude=rng.uniform(0.7, 1.3))
-            if FAULT_ROOT_KIND[kind] == "instance":
+            if kind in POD_FAULT_KINDS and cfg.pod_fault_prob > 0 and self.frng.random() < cfg.pod_fault_prob:
+                fault.pod = True
+                fault.instance = self.frng.choice(self.inst_of[s])
+            elif FAULT_ROOT_KIND[kind] == "instance":
                 fault.instance = rng.choice(self.inst_of[s])
             elif FAULT_ROOT_KIND[kind] == "host":
                 fault.host = topo.instance_host[rng.choice(self.inst_of[s])]
@@ -380,7 +420,9 @@ class _Simulation:
         rng, topo, m = self.rng, self.topo, f.magnitude
         a, b = f.onset, f.end
         name = topo.services[f.service]
-        insts = self.inst_of[f.service]
+        # A pod fault hits one instance; requests spread evenly, so the service sees its share.
+        insts = [f.instance] if f.pod else self.inst_of[f.service]
+        share = len(insts) / len(self.inst_of[f.service])
         if f.kind == "latency":
             mult = rng.uniform(4, 10) * m
             self.lat_mult[insts, a:b] *= mult
@@ -397,21 +439,36 @@ class _Simulation:
                                  f"IllegalStateException: pool exhausted (id={rng.randint(1, 9999)})", 3)
         elif f.kind == "wrong_value":
             bad = rng.uniform(0.2, 0.5) * m
-            self.bad_value[f.service, a:b] = bad
+            self.bad_value[f.service, a:b] = bad * share
             quiet = self.cfg.wrong_value_caller_logs and rng.random() < self.cfg.quiet_wrong_value_prob
+            # Pod faults come from fault-injection tools, whose wrong values the service often reports itself.
+            level = "ERROR" if f.pod and self.frng.random() < 0.5 else "INFO"
             for t in range(a, b):
                 for i in insts:
                     if not quiet:
-                        self.add_log(i, t, "INFO", "serialised response without field amount for request "
+                        self.add_log(i, t, level, "serialised response without field amount for request "
                                      f"{rng.randint(1, 99999)}", 2)
             if self.cfg.wrong_value_caller_logs:
                 # The callers fail to use the response: their logs show it, naming the callee.
                 for c in self.callers[f.service]:
-                    rate = min(6.0, 12 * bad * self.edge_w[(c, f.service)])
+                    rate = min(6.0, 12 * bad * share * self.edge_w[(c, f.service)])
                     for t in range(a, b):
                         for i in self.inst_of[c]:
                             self.add_log(i, t, "ERROR", f"failed to process response from {name}: field amount "
                                          f"is null (order {rng.randint(1, 99999)})", int(self.nrng.poisson(rate)))
+        elif f.kind == "exception":
+            # A handler throws for a fraction of requests: they fail (callers see errors), stop before the
+            # handler's own log lines and before its downstream calls; the exception itself is logged or not.
+            frac = min(0.95, rng.uniform(0.3, 0.8) * m)
+            self.err_add[insts, a:b] += frac
+            self.log_keep[insts, a:b] *= 1 - frac * rng.uniform(0.6, 1.0)
+            self.call_drop[f.service, a:b] = np.maximum(self.call_drop[f.service, a:b], frac * share)
+            if self.frng.random() < self.cfg.exception_log_prob:
+                op = self.ops[f.service][0]
+                for t in range(a, b):
+                    for i in insts:
+                        self.add_log(i, t, "ERROR", f"java.lang.RuntimeException: handler {op} failed at "
+                                     f"{name}.Service.handle(Service.java:{rng.randint(10, 900)})", 2)
         elif f.kind == "cpu":
             i = f.instance
             self.cpu_add[i, a:b] = 0.97 - self.cpu_base[i]
@@ -589,7 +646,7 @@ class _Simulation:
             for s in topo.entries:
                 load[s, t] = entry_rate[s] * shape * math.exp(nrng.normal(0, 0.05))
             for a, b in topo.calls:  # callers have smaller indices, so loads are final when used
-                load[b, t] += load[a, t] * edge_ratio[(a, b)]
+                load[b, t] += load[a, t] * edge_ratio[(a, b)] * (1 - self.call_drop[a, t])
             down = self.down[:, t] | self.host_down[inst_host, t]
             down_since = np.where(down, down_since + 1, 0)
             net = self.host_net[inst_host, t]
@@ -634,8 +691,10 @@ class _Simulation:
         for s, name in enumerate(topo.services):
             self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="service", entity=name, metric="latency_ms",
                                   value=round(noisy(L[s, t]), 3)))
-            self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="service", entity=name, metric="error_rate",
-                                  value=round(noisy(E[s, t], 0.3), 5)))
+            error_rate = round(noisy(E[s, t], 0.3), 5)
+            if self.error_metrics:
+                self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="service", entity=name, metric="error_rate",
+                                      value=error_rate))
             self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="service", entity=name, metric="requests",
                                   value=round(noisy(load[s, t]), 1)))
         host_cpu = np.zeros(self.nH)
@@ -654,6 +713,8 @@ class _Simulation:
                                   value=0.0 if down[i] else 1.0))
             if down[i]:  # a dead process is not scraped: missing samples
                 for metric in ("latency_ms", "error_rate", "cpu", "memory"):
+                    if metric == "error_rate" and not self.error_metrics:
+                        continue
                     self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="instance", entity=inst, service=svc,
                                           metric=metric, value=None))
                 continue
@@ -662,6 +723,8 @@ class _Simulation:
             i_err = 1 - (1 - inst_err[i]) * downstream_ok
             for metric, value in (("latency_ms", noisy(inst_lat[i] + downstream_lat)),
                                   ("error_rate", noisy(i_err, 0.3)), ("cpu", max(0.0, cpu)), ("memory", max(0.0, mem))):
+                if metric == "error_rate" and not self.error_metrics:
+                    continue
                 self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="instance", entity=inst, service=svc,
                                       metric=metric, value=round(value, 5)))
             self.emit_logs(t, i, i_err, inst_err[i], n_inst)
@@ -675,7 +738,7 @@ class _Simulation:
             for metric, value in values:
                 self.emit(MetricEvent(id=ids("m"), at=at, entity_kind="host", entity=host, metric=metric,
                                       value=None if value is None else round(max(0.0, value), 5)))
-        self.emit_spans(t, L, E)
+        self.emit_spans(t, L, E, load)
 
     def emit_logs(self, t: int, i: int, err: float, own_err: float, n_inst: int) -> None:
         topo, nrng, rng, ids = self.topo, self.nrng, self.rng, self.ids
@@ -691,13 +754,13 @@ class _Simulation:
 
         if self.churn[s] and rng.random() < 0.3:
             log("INFO", f"resolved {rng.choice(_WORDS)} route for {rng.choice(_WORDS)} tenant")
-        for _ in range(int(nrng.poisson(self.log_rate[s]))):
+        for _ in range(int(nrng.poisson(self.log_rate[s] * self.log_keep[i, t]))):
             tpl = rng.choice(self.templates[s])
             log("INFO", tpl.format(op=rng.choice(self.ops[s]), n=rng.randint(1, 500), f=round(rng.random(), 2)))
         # Errors caused downstream show up as failed calls naming the worst callee.
         downstream = max(0.0, err - own_err)
         callees = self.callees[s]
-        if callees and downstream > 0.01:
+        if callees and downstream > 0.01 and self.logs_failures[s]:
             worst = max(callees, key=lambda c: self._last_err(c, t))
             for _ in range(int(nrng.poisson(min(6.0, downstream * 12)))):
                 log("ERROR", f"call to {topo.services[worst]} failed: upstream error after {rng.randint(5, 3000)} ms")
@@ -711,13 +774,18 @@ class _Simulation:
                      + self.down[self.inst_of[c], t].mean() + self.host_down[hosts, t].mean()
                      + self.lat_mult[self.inst_of[c], t].max() / 100)
 
-    def emit_spans(self, t: int, L: np.ndarray, E: np.ndarray) -> None:
+    def emit_spans(self, t: int, L: np.ndarray, E: np.ndarray, load: np.ndarray) -> None:
+        """Sampled spans of minute ``t``: per edge, as many as its traffic relative to the caller's usual traffic
+        (calls a failing handler no longer makes are missing)."""
         topo, rng, ids = self.topo, self.rng, self.ids
         base = self.at(t)
         edges: list[tuple[int | None, int]] = [(None, s) for s in topo.entries] + list(topo.calls)
         for caller, callee in edges:
             insts = self.inst_of[callee]
-            for _ in range(self.cfg.spans_per_edge):
+            source = callee if caller is None else caller
+            drop = 0.0 if caller is None else self.call_drop[caller, t]
+            usual = max(float(load[source, : t + 1].mean()), 1e-9)
+            for _ in range(int(self.nrng.poisson(self.cfg.spans_per_edge * load[source, t] * (1 - drop) / usual))):
                 i = rng.choice(insts)
                 h = topo.instance_host[i]
                 duration = L[callee, t] * math.exp(rng.gauss(0, 0.25)) + self.host_net[h, t]
@@ -727,7 +795,7 @@ class _Simulation:
                     service=topo.services[callee], instance=topo.instances[i],
                     caller=None if caller is None else topo.services[caller],
                     operation=rng.choice(self.ops[callee]), duration_ms=round(duration, 3),
-                    error=rng.random() < E[callee, t],
+                    error=rng.random() < E[callee, t] and self.span_errors,
                 ))
 
     def alerts(self, L: np.ndarray, E: np.ndarray) -> list[tuple[int, int, str]]:
@@ -775,7 +843,7 @@ class _Simulation:
             else:
                 symptom = {"kind": "service", "name": topo.services[f.service], "alert": None}
                 at = self.at(f.onset + 2)
-            root_kind = FAULT_ROOT_KIND[f.kind]
+            root_kind = f.root_kind
             root_name = {
                 "service": topo.services[f.service],
                 "instance": topo.instances[f.instance] if f.instance >= 0 else "",

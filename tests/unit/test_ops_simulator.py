@@ -16,7 +16,7 @@ from ingest.simulate.ops import (
     simulate_ops,
     write_scenario,
 )
-from schema.events import EVENT_ADAPTER, AlertEvent, ChangeEvent, MetricEvent
+from schema.events import EVENT_ADAPTER, AlertEvent, ChangeEvent, LogEvent, MetricEvent, SpanEvent
 
 SMALL = OpsSimConfig(seed=3, min_services=6, max_services=8, n_incidents=3, warmup_minutes=12,
                      segment_minutes=20, onset_range=(10, 12), fault_minutes=(5, 6))
@@ -196,3 +196,58 @@ def test_silent_services_and_renamed_metrics_are_off_by_default() -> None:
         OpsSimConfig(silent_service_frac=1.5)
     with pytest.raises(ValueError):
         OpsSimConfig(renamed_metric_prob=-0.1)
+
+
+def _pod_config(**knobs: object) -> OpsSimConfig:
+    return OpsSimConfig(seed=5, min_services=8, max_services=10, max_instances_per_service=3, n_incidents=4,
+                        warmup_minutes=12, segment_minutes=20, onset_range=(10, 12), fault_minutes=(5, 6),
+                        fault_kinds=("exception",), **knobs)
+
+
+def _minute_counts(events: list, pick) -> Counter:
+    return Counter(int(e.at.timestamp() // 60) for e in events if pick(e))
+
+
+def test_pod_faults_name_the_pod_and_are_off_by_default() -> None:
+    assert all(c["root_cause"]["kind"] == "service" for c in simulate_ops(_pod_config()).cases)
+    pods = simulate_ops(_pod_config(pod_fault_prob=1.0))
+    topo = pods.topology
+    for case in pods.cases:
+        root = case["root_cause"]
+        assert root["kind"] == "instance"
+        assert topo.services[topo.instance_service[topo.instances.index(root["name"])]] == root["service"]
+
+
+def test_an_exception_fault_cuts_the_handlers_logs_and_downstream_calls() -> None:
+    scenario = simulate_ops(_pod_config(exception_log_prob=0.0, logs_per_instance=20.0))
+    topo = scenario.topology
+    with_callees = [c for c in scenario.cases if topo.callees_of(topo.services.index(c["root_cause"]["service"]))]
+    assert with_callees
+    rates = Counter()
+    for case in with_callees:
+        svc = case["root_cause"]["service"]
+        first = int(datetime.fromisoformat(case["onset"]).timestamp() // 60)
+        spans = _minute_counts(scenario.events, lambda e, s=svc: isinstance(e, SpanEvent) and e.caller == s)
+        logs = _minute_counts(scenario.events, lambda e, s=svc: isinstance(e, LogEvent) and e.service == s)
+        for name, counts in (("spans", spans), ("logs", logs)):
+            rates[name, "before"] += sum(counts[m] for m in range(first - 6, first)) / 6
+            rates[name, "during"] += sum(counts[m] for m in range(first, first + 4)) / 4
+    # Fewer calls below the failing handlers and fewer of their own lines per minute, and no line about it.
+    assert rates["spans", "during"] < 0.85 * rates["spans", "before"]
+    assert rates["logs", "during"] < 0.85 * rates["logs", "before"]
+    assert not [e for e in scenario.events if isinstance(e, LogEvent) and "RuntimeException" in e.message]
+    logged = simulate_ops(_pod_config(exception_log_prob=1.0))
+    assert [e for e in logged.events if isinstance(e, LogEvent) and "RuntimeException" in e.message]
+
+
+def test_error_telemetry_knobs() -> None:
+    quiet = simulate_ops(_pod_config(span_error_prob=0.0, error_metric_prob=0.0, caller_failure_log_prob=0.0))
+    assert not [e for e in quiet.events if isinstance(e, SpanEvent) and e.error]
+    assert not [e for e in quiet.events if isinstance(e, MetricEvent) and e.metric == "error_rate"]
+    assert not [e for e in quiet.events if isinstance(e, LogEvent) and e.message.startswith("call to ")]
+    loud = simulate_ops(_pod_config())
+    assert [e for e in loud.events if isinstance(e, SpanEvent) and e.error]
+    assert [e for e in loud.events if isinstance(e, MetricEvent) and e.metric == "error_rate"]
+    assert [e for e in loud.events if isinstance(e, LogEvent) and e.message.startswith("call to ")]
+    with pytest.raises(ValueError):
+        OpsSimConfig(pod_fault_prob=2.0)

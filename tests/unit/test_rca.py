@@ -13,7 +13,7 @@ from gnn.rca.checkpoint import load_checkpoint, save_checkpoint
 from gnn.rca.engine import RcaConfig, RcaEngine
 from gnn.rca.evaluate import accuracy
 from gnn.rca.features import EDGE_TYPES, N_FEATURES, FeatureConfig, IncidentGraph, extract_incident
-from gnn.rca.model import RcaGnn, RcaModelConfig
+from gnn.rca.model import MeanAdjacency, RcaGnn, RcaModelConfig
 from ingest.simulate.ops import OpsSimConfig, simulate_ops
 from ingest.store.memory import MemoryGraphStore
 from rules.engine import RulesEngine
@@ -231,6 +231,74 @@ def test_model_is_inductive_and_resettable() -> None:
     x2 = x.clone()
     x2[:, 2, 5] += 3.0
     assert not torch.allclose(model(x2, edges)[1], model(x, edges)[1])
+
+
+def _per_slice_reference(model: RcaGnn, x: torch.Tensor, edges: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The forward as first written: every slice on its own, through the SAGEConv modules themselves."""
+    h = model.encode(x)  # [T, N, H]
+    for layer in model.convs:
+        slices = []
+        for ht in h:
+            out = layer.self_loop(ht)
+            for name in layer.edge_types:
+                e = edges.get(name)
+                if e is not None and e.numel():
+                    out = out + layer.convs[name](ht, e)
+            slices.append(layer.norm(torch.relu(out) + ht))
+        h = torch.stack(slices)
+    seq, last = model.gru(h.transpose(0, 1))
+    return model.head(torch.cat([last[0], seq.max(dim=1).values, x.max(dim=0).values], dim=-1)).squeeze(-1)
+
+
+def _random_edges(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random edges per type, with duplicates and self loops; ``changed`` is empty and ``hosts`` absent.
+    ``runs_on`` has few targets and ``has_instance`` few sources: the weight goes after, resp. before, the
+    aggregation (see :class:`MeanAdjacency`)."""
+    edges = {name: torch.randint(0, n, (2, 3 * n), generator=gen) for name in EDGE_TYPES}
+    edges["calls"] = torch.cat([edges["calls"], edges["calls"][:, :5], torch.tensor([[3], [3]])], dim=1)
+    edges["runs_on"] = torch.stack([torch.arange(n), torch.arange(n) % 2])
+    edges["has_instance"] = torch.stack([torch.arange(n) % 3, torch.arange(n)])
+    edges["changed"] = torch.zeros((2, 0), dtype=torch.long)
+    del edges["hosts"]
+    return edges
+
+
+@pytest.mark.parametrize("with_edges", [True, False])
+def test_forward_matches_per_slice_sageconv(with_edges: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    model = RcaGnn()
+    model.eval()  # no dropout: both paths must give the same numbers
+    n, t = 40, 6
+    x = torch.rand(t, n, N_FEATURES, generator=gen) * 3
+    edges = _random_edges(n, gen) if with_edges else {name: torch.zeros((2, 0), dtype=torch.long)
+                                                      for name in EDGE_TYPES}
+    if with_edges:
+        assert MeanAdjacency.build(edges["runs_on"], n).src is None
+        assert MeanAdjacency.build(edges["has_instance"], n).src is not None
+    scores, expected = model(x, edges), _per_slice_reference(model, x, edges)
+    assert torch.allclose(scores, expected, atol=1e-5)
+    # Training uses the same forward: gradients reach the parameters, the same as through the reference.
+    weights = torch.rand(n, generator=gen)
+    grads = torch.autograd.grad((scores * weights).sum(), list(model.parameters()), allow_unused=True)
+    ref_grads = torch.autograd.grad((expected * weights).sum(), list(model.parameters()), allow_unused=True)
+    used = 0
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert (g is None) == (r is None)
+        if g is not None:
+            assert torch.allclose(g, r, atol=1e-5)
+            used += 1
+    assert used == len(grads) - (2 * 2 * 2 if with_edges else 2 * 8 * 2)  # unused convs: weight and bias
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped checkpoint")
+def test_shipped_checkpoint_matches_per_slice_sageconv() -> None:
+    model, fc, _ = load_checkpoint(SHIPPED)
+    graph = extract_incident(_incident_store(with_change=True), ANCHOR, None, fc)
+    assert isinstance(graph, IncidentGraph)
+    with torch.inference_mode():
+        assert torch.allclose(model(graph.x, graph.edges), _per_slice_reference(model, graph.x, graph.edges),
+                              atol=1e-5)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
