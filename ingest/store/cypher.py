@@ -89,7 +89,7 @@ MERGE_RELS: dict[tuple[str, str, str], str] = {
 }
 
 
-@cache
+@cache  # batches come in a few shapes (payments, ops, annotations), so few texts and few query plans
 def write_batch(labels: tuple[str, ...], shapes: tuple[tuple[str, str, str], ...]) -> str:
     """One statement for a whole batch's rows: the nodes of ``labels`` (``$nodes``: label -> rows with ``key``),
     then the relationships of ``shapes`` (``$rels``: :func:`rel_group` -> rows whose ``start``/``end`` are
@@ -97,7 +97,7 @@ def write_batch(labels: tuple[str, ...], shapes: tuple[tuple[str, str, str], ...
 
     One statement instead of one per group saves a round trip per group, and a relationship row takes its two
     ends from the node lists instead of looking each up by key again. Only the groups the batch has are in the
-    text: a subquery over no rows still costs (a statement of every group was 15-20% slower on payments). Pass
+    text: a subquery over no rows still costs (a statement of every group was slower on payments batches). Pass
     groups in the schema's order (as the dictionaries list them) so that concurrent writers lock in one order.
     """
     return (
