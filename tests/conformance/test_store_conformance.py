@@ -345,3 +345,66 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
                     assert one is None
                 elif limit == 400 and hops <= 2:
                     assert one is not None and service in one.services and one.logs
+
+
+def _payments_graph(store: GraphStore, accounts: list[str], transactions: list[str]) -> dict[str, object]:
+    """What the payments events put in a store: the accounts' and transactions' properties and relationships."""
+    nodes = {(label, key): node.props for label, keys in (("Account", accounts), ("Transaction", transactions))
+             for key in keys if (node := store.get_node(NodeRef(label, key))) is not None}
+    rels = {(r.type, r.start, r.end): r.props
+            for label, keys, rel_type in (("Account", accounts, "USES"), ("Transaction", transactions, None))
+            for key in keys for r in store.rels_of(NodeRef(label, key), rel_type)}
+    return {"nodes": nodes, "rels": rels}
+
+
+def test_payments_through_the_pipeline_and_their_replay_give_the_graph_the_events_describe(store: GraphStore) -> None:
+    # Every relationship joins the nodes its event names (the Neo4j store wires relationship rows to the batch's
+    # node rows by position), counters count each event once, and a replay of the same records by a new worker
+    # (a crash before the offsets were committed) skips them all: nothing changes, counters do not double.
+    from collections import Counter
+
+    from ingest.logs.templates import LogTemplateMiner
+    from ingest.mapping import EventMapper
+    from ingest.pipeline import Pipeline, SourceRecord
+    from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
+    from schema.events import IdentityEvent, TransactionEvent
+
+    events = simulate_payments(PaymentsSimConfig(seed=7, accounts=120, merchants=15, days=3, history_days=1,
+                                                 rings_per_kind=1, identity_rings=1, account_takeovers=1)).events
+    records = [SourceRecord("payments", 0, offset, e.model_dump_json().encode()) for offset, e in enumerate(events)]
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [])
+    for i in range(0, len(records), 300):
+        pipeline.process(records[i : i + 300])
+
+    txs = [e for e in events if isinstance(e, TransactionEvent)]
+    accounts = sorted({a for e in txs for a in (e.src, e.dst)} | {e.account for e in events
+                                                                   if isinstance(e, IdentityEvent)})
+    written = _payments_graph(store, accounts, [e.id for e in txs])
+    sent, received = Counter(e.src for e in txs), Counter(e.dst for e in txs)
+    labels = {"device": "Device", "ip": "IP", "card": "Card", "phone": "Phone", "email": "Email"}
+    uses = Counter((e.src, labels[kind], value) for e in txs
+                   for kind, value in (("device", e.device), ("ip", e.ip), ("card", e.card)) if value)
+    uses.update((e.account, labels[e.kind], e.value) for e in events if isinstance(e, IdentityEvent))
+    assert len(txs) > 300 and len(uses) > 300
+    for key in accounts:
+        props = written["nodes"][("Account", key)]
+        assert (props.get("sent", 0), props.get("received", 0)) == (sent[key], received[key]), key
+    assert {(r[1].key, r[2].label, r[2].key): p["count"] for r, p in written["rels"].items()
+            if r[0] == "USES"} == dict(uses)
+    by_tx: dict[NodeRef, set[tuple[str, NodeRef, NodeRef]]] = {}
+    for rel in written["rels"]:
+        if rel[0] != "USES":
+            by_tx.setdefault(rel[2] if rel[0] == "SENT" else rel[1], set()).add(rel)
+    for e in txs:
+        tx = NodeRef("Transaction", e.id)
+        assert written["nodes"][("Transaction", e.id)] == {
+            "amount": e.amount, "currency": e.currency, "channel": e.channel, "at": e.at, "src": e.src, "dst": e.dst}
+        ends = {("SENT", NodeRef("Account", e.src), tx), ("TO", tx, NodeRef("Account", e.dst))}
+        ends |= {("VIA", tx, NodeRef(label, value))
+                 for label, value in (("Device", e.device), ("IP", e.ip), ("Card", e.card)) if value}
+        ends |= {("AT", tx, NodeRef("Merchant", e.merchant))} if e.merchant else set()
+        assert by_tx[tx] == ends, e.id
+
+    outcome = Pipeline(store, EventMapper(LogTemplateMiner()), []).process(records)
+    assert (outcome.written_events, outcome.skipped_events) == (0, len(events))
+    assert _payments_graph(store, accounts, [e.id for e in txs]) == written
