@@ -496,17 +496,6 @@ def log_gaps(x: torch.Tensor, slices: np.ndarray) -> torch.Tensor:
     return _zeroed(x, LOG_FEATURES, slices=slices)
 
 
-def all_templates_new(x: torch.Tensor) -> torch.Tensor:
-    """A copy of ``x`` as it would be if no log line had been collected before the window: every template seen
-    is new in it. Training augmentation: fault-injection data sets and sampled collection keep logs around
-    incidents only, so template novelty says nothing there."""
-    out = x.numpy().copy()
-    for total, new in (("log_total", "new_tpl_lines"), ("log_errors", "new_tpl_errors")):
-        out[:, :, FEATURE_NAMES.index(new)] = out[:, :, FEATURE_NAMES.index(total)]
-    _relative(out)
-    return torch.from_numpy(out)
-
-
 def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float) -> torch.Tensor:
     """A copy of ``x`` as it would be with every log count multiplied by ``log_factor`` and every anomaly
     score by ``anomaly_factor``. Training augmentation: log volume and anomaly score magnitudes differ
