@@ -74,7 +74,7 @@ class IncidentReads:
 
 
 def read_incident(store: GraphStore, service: NodeRef, window: TimeWindow, hops: int, limit: int,
-                  slice_seconds: int) -> IncidentReads | None:
+                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:
     """:meth:`GraphStore.incident` from primitive reads: ``None`` when more than ``limit`` services are within
     ``hops`` CALLS (either way) or ``hops`` exceeds :data:`MAX_REACH_HOPS` (the caller then walks itself)."""
     if hops > MAX_REACH_HOPS:
@@ -83,7 +83,7 @@ def read_incident(store: GraphStore, service: NodeRef, window: TimeWindow, hops:
     if near is None:
         return None
     calls = [h.rel for h in store.expand(near, "CALLS", "out", window)]
-    return read_around(store, list(dict.fromkeys([service, *near])), calls, window, slice_seconds)
+    return read_around(store, list(dict.fromkeys([service, *near])), calls, window, slice_seconds, traffic)
 
 
 def call_rows(rels: Sequence[Rel]) -> list[tuple[NodeRef, NodeRef, float, float]]:
@@ -96,7 +96,7 @@ def call_rows(rels: Sequence[Rel]) -> list[tuple[NodeRef, NodeRef, float, float]
 
 
 def read_around(store: GraphStore, services: Sequence[NodeRef], calls: Sequence[Rel], window: TimeWindow,
-                slice_seconds: int) -> IncidentReads:
+                slice_seconds: int, traffic: bool = False) -> IncidentReads:
     """The rest of :func:`read_incident` once the services (any order) and their calls are known."""
     services = sorted(dict.fromkeys(services), key=lambda r: r.key)
     instance_hops = store.expand(services, "INSTANCE_OF", "in", window)
@@ -111,8 +111,8 @@ def read_around(store: GraphStore, services: Sequence[NodeRef], calls: Sequence[
         lambda: store.expand(entities, "FIRED_ON", "in", window),
         lambda: store.log_slices(services, window, slice_seconds),
         lambda: store.log_slices(instances, window, slice_seconds),
-        lambda: store.expand(services, "CALLED", "in", window),
-        lambda: store.expand(services, "CALLED", "out", window),
+        lambda: store.expand(services, "CALLED", "in", window) if traffic else [],
+        lambda: store.expand(services, "CALLED", "out", window) if traffic else [],
     )
     hosts = list(dict.fromkeys(h.node.ref for h in runs_on))
     host_changed, host_anomalies, host_alerts = concurrently(

@@ -330,13 +330,15 @@ class GraphStore(Protocol):
         """Nodes and relationships within ``hops`` of a node, relationships limited to the window."""
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
-                 slice_seconds: int) -> IncidentReads | None:
+                 slice_seconds: int, traffic: bool = False) -> IncidentReads | None:
         """What root-cause extraction reads around a symptom ``service``: the services within ``hops`` CALLS either
         way (as :meth:`reach`), their calls, instances and hosts, the changes, anomalies and alerts on all of them,
         and the log slices of services and instances, all in the bounded window (see
         :class:`schema.incident.IncidentReads`). Equal to :func:`schema.incident.read_incident`, which composes it
         from the reads above; a back end may answer in one read. ``None`` when more than ``limit`` services are in
-        reach or ``hops`` exceeds :data:`MAX_REACH_HOPS` (the caller then bounds a walk itself)."""
+        reach or ``hops`` exceeds :data:`MAX_REACH_HOPS` (the caller then bounds a walk itself). ``traffic``: also
+        the per-slice span traffic of the services (every ``CALLED`` bucket of the window: the costliest part);
+        without it ``IncidentReads.traffic`` is empty."""
 
     def delete_older_than(self, cutoff: datetime, batch_size: int = 10_000) -> int:
         """Retention: delete event nodes and relationships last seen before ``cutoff``; returns the count."""

@@ -82,6 +82,10 @@ class FeatureConfig:
     max_services: int = 400
     #: A node counts as anomalous in a slice from this anomaly score on (baselines use it too).
     anomaly_threshold: float = 4.0
+    #: Read the per-slice span traffic (``IncidentReads.traffic``) for the span features. Off, the read skips
+    #: every ``CALLED`` bucket (the costliest part of it on Neo4j) and those features are zeros: models trained
+    #: without them (the shipped one) read only the features before them.
+    traffic: bool = False
 
 
 @dataclass
@@ -227,11 +231,11 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
     n_slices = slice_count(window, 60 * cfg.slice_minutes)
     slices = [window.since + timedelta(minutes=cfg.slice_minutes * k) for k in range(n_slices)]
     slice_s = 60 * cfg.slice_minutes
-    reads = store.incident(resolved.service, window, cfg.hops, cfg.max_services, slice_s)
+    reads = store.incident(resolved.service, window, cfg.hops, cfg.max_services, slice_s, cfg.traffic)
     if reads is None:
         call_rels: dict[tuple[NodeRef, NodeRef], Rel] = {}
         hop = _bounded_walk(store, resolved.service, window, cfg, call_rels)
-        reads = read_around(store, list(hop), list(call_rels.values()), window, slice_s)
+        reads = read_around(store, list(hop), list(call_rels.values()), window, slice_s, cfg.traffic)
     refs: list[NodeRef] = list(reads.services)
     index: dict[NodeRef, int] = {r: i for i, r in enumerate(refs)}
     calls: list[tuple[int, int]] = []
@@ -563,17 +567,6 @@ def log_gaps(x: torch.Tensor, slices: np.ndarray) -> torch.Tensor:
     """A copy of ``x`` as it would be if no log line of ``slices`` (a boolean mask over slices) had arrived
     anywhere. Training augmentation: log shipping is often batched or lags, and leaves gaps."""
     return _zeroed(x, LOG_FEATURES, slices=slices)
-
-
-def all_templates_new(x: torch.Tensor) -> torch.Tensor:
-    """A copy of ``x`` as it would be if no log line had been collected before the window: every template seen
-    is new in it. Training augmentation: fault-injection data sets and sampled collection keep logs around
-    incidents only, so template novelty says nothing there."""
-    out = x.numpy().copy()
-    for total, new in (("log_total", "new_tpl_lines"), ("log_errors", "new_tpl_errors")):
-        out[:, :, FEATURE_NAMES.index(new)] = out[:, :, FEATURE_NAMES.index(total)]
-    _relative(out)
-    return torch.from_numpy(out)
 
 
 def rescaled(x: torch.Tensor, log_factor: float, anomaly_factor: float, call_factor: float = 1.0) -> torch.Tensor:

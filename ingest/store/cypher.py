@@ -2,10 +2,12 @@
 
 Labels, relationship types and property names come only from ``schema.graph`` (checked identifiers);
 every value travels as a parameter. Statements are built at import into plain dictionaries of strings, so
-they are constants that tests read as exact text.
+they are constants that tests read as exact text; the batch write joins a few of them (``write_batch``).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec, window_basis
 from schema.store import MAX_REACH_HOPS
@@ -13,14 +15,14 @@ from schema.store import MAX_REACH_HOPS
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
 
 
-#: Rows carry times as ISO-8601 text (``row.first_seen``, ``row.last_seen``, ``row.t.<name>``); this turns
-#: the two interval ends into DATETIMEs once per row.
-_ROW_TIMES = "WITH row, datetime(row.first_seen) AS fs, datetime(row.last_seen) AS ls\n"
+#: Rows of :func:`write_batch` carry times as positions (``row.first_seen``, ``row.last_seen``, ``row.t.<name>``,
+#: time keys) in ``times``, the statement's distinct times parsed once; a missing position reads null.
+_ROW_TIMES = "times[row.first_seen] AS fs, times[row.last_seen] AS ls"
 
 
 def _temporal_and_counters(var: str, counters: tuple[str, ...], times: tuple[str, ...], temporal: bool = True) -> str:
     """SET clauses: declared time properties, the earliest first_seen and latest last_seen; add counters."""
-    parts = [f"{var}.{t} = CASE WHEN row.t.{t} IS NULL THEN {var}.{t} ELSE datetime(row.t.{t}) END" for t in times]
+    parts = [f"{var}.{t} = CASE WHEN row.t.{t} IS NULL THEN {var}.{t} ELSE times[row.t.{t}] END" for t in times]
     parts += [] if not temporal else [
         f"{var}.first_seen = CASE WHEN fs IS NULL OR ({var}.first_seen IS NOT NULL AND "
         f"{var}.first_seen <= fs) THEN {var}.first_seen ELSE fs END",
@@ -35,40 +37,76 @@ def _temporal_and_counters(var: str, counters: tuple[str, ...], times: tuple[str
     return "SET " + ",\n    ".join(parts) if parts else ""
 
 
-def _merge_node(spec: NodeSpec) -> str:
+def rel_group(rel_type: str, start: str, end: str) -> str:
+    """The ``$rels`` entry of :func:`write_batch` that holds one relationship shape's rows."""
+    return f"{rel_type}_{start}_{end}"
+
+
+def _nodes_var(label: str) -> str:
+    return f"nodes_{label}"
+
+
+def _merge_nodes(spec: NodeSpec) -> str:
+    # The merged nodes come back in row order: relationship rows name their ends by position in this list, so
+    # each node is found by its key once per batch, not again for every relationship that touches it.
+    sets = _temporal_and_counters("n", spec.counters, spec.times)
     return (
-        "UNWIND $rows AS row\n"
-        f"{_ROW_TIMES}"
-        f"MERGE (n:{spec.label} {{{spec.key}: row.key}})\n"
-        "SET n += coalesce(row.props, {})\n"
-        f"{_temporal_and_counters('n', spec.counters, spec.times)}"
+        "CALL (times) {\n"
+        f"  UNWIND $nodes.{spec.label} AS row\n"
+        f"  WITH row, {_ROW_TIMES}\n"
+        f"  MERGE (n:{spec.label} {{{spec.key}: row.key}})\n"
+        "  SET n += coalesce(row.props, {})\n"
+        + (f"  {sets}\n" if sets else "")
+        + f"  RETURN collect(n) AS {_nodes_var(spec.label)}\n"
+        "}\n"
     )
 
 
-def _merge_rel(spec: RelSpec, start: str, end: str) -> str:
+def _merge_rels(spec: RelSpec, start: str, end: str) -> str:
     times = tuple(t for t in spec.times if t not in spec.key)
     sets = _temporal_and_counters("r", spec.counters, times, spec.temporal)
     key = ", ".join(
-        f"{name}: datetime(row.key.{name})" if name in spec.times else f"{name}: row.key.{name}" for name in spec.key
+        f"{name}: times[row.key.{name}]" if name in spec.times else f"{name}: row.key.{name}" for name in spec.key
     )
     rel_pattern = f"[r:{spec.type} {{{key}}}]" if key else f"[r:{spec.type}]"
+    ends = ", ".join(dict.fromkeys((_nodes_var(start), _nodes_var(end))))
+    row_times = f", {_ROW_TIMES}" if spec.temporal else ""
     return (
-        "UNWIND $rows AS row\n"
-        f"{_ROW_TIMES if spec.temporal else ''}"
-        f"MERGE (a:{start} {{{NODE_KEYS[start]}: row.start}})\n"
-        f"MERGE (b:{end} {{{NODE_KEYS[end]}: row.end}})\n"
-        f"MERGE (a)-{rel_pattern}->(b)\n"
-        "SET r += coalesce(row.props, {})"
-        + (f"\n{sets}" if sets else "")
+        f"CALL (times, {ends}) {{\n"
+        f"  UNWIND $rels.{rel_group(spec.type, start, end)} AS row\n"
+        f"  WITH row, {_nodes_var(start)}[row.start] AS a, {_nodes_var(end)}[row.end] AS b{row_times}\n"
+        f"  MERGE (a)-{rel_pattern}->(b)\n"
+        "  SET r += coalesce(row.props, {})\n"
+        + (f"  {sets}\n" if sets else "")
+        + "}\n"
     )
 
 
-#: Upsert statements per label.
-MERGE_NODES: dict[str, str] = {spec.label: _merge_node(spec) for spec in NODES}
-#: Upsert statements per (relationship type, start label, end label).
+#: Subqueries of :func:`write_batch`, per label and per relationship shape, in the schema's order.
+MERGE_NODES: dict[str, str] = {spec.label: _merge_nodes(spec) for spec in NODES}
 MERGE_RELS: dict[tuple[str, str, str], str] = {
-    (spec.type, start, end): _merge_rel(spec, start, end) for spec in RELS for start, end in spec.pairs
+    (spec.type, start, end): _merge_rels(spec, start, end) for spec in RELS for start, end in spec.pairs
 }
+
+
+@cache  # batches come in a few shapes (payments, ops, annotations), so few texts and few query plans
+def write_batch(labels: tuple[str, ...], shapes: tuple[tuple[str, str, str], ...]) -> str:
+    """One statement for a whole batch's rows: the nodes of ``labels`` (``$nodes``: label -> rows with ``key``),
+    then the relationships of ``shapes`` (``$rels``: :func:`rel_group` -> rows whose ``start``/``end`` are
+    positions in their label's node rows), each group a subquery of :data:`MERGE_NODES` / :data:`MERGE_RELS`.
+
+    One statement instead of one per group saves a round trip per group, and a relationship row takes its two
+    ends from the node lists instead of looking each up by key again. Only the groups the batch has are in the
+    text: a subquery over no rows still costs (a statement of every group was slower on payments batches). Pass
+    groups in the schema's order (as the dictionaries list them) so that concurrent writers lock in one order.
+    """
+    return (
+        "WITH [t IN $times | datetime(t)] AS times\n"
+        + "".join(MERGE_NODES[label] for label in labels)
+        + "".join(MERGE_RELS[shape] for shape in shapes)
+        + "FINISH"
+    )
+
 
 ADVANCE_CURSORS = (
     "UNWIND $rows AS row\n"
@@ -356,7 +394,7 @@ def _only(labels: tuple[str, ...]) -> NodeSpec:
     return next(spec for spec in NODES if spec.label == label)
 
 
-def _incident(hops: int) -> str:
+def _incident(hops: int, traffic: bool) -> str:
     by_type = {rel.type: rel for rel in RELS}
     service, instance, host = (_only(by_type["CALLS"].ends), _only(by_type["INSTANCE_OF"].starts),
                                _only(by_type["RUNS_ON"].ends))
@@ -383,7 +421,7 @@ def _incident(hops: int) -> str:
     # services only (the schema checks every write), and a label test would load every far node for nothing.
     called = by_type["CALLED"]
     bucket = f"r.{called.times[0]}"
-    traffic = (
+    traffic_read = (
         "CALL (services) {\n"
         "  UNWIND services AS n\n"
         f"  MATCH (n)-[r:{called.type}]-()\n"
@@ -446,11 +484,14 @@ def _incident(hops: int) -> str:
         "  WITH label, key, k, sum(c) AS new_total, sum(e) AS new_errors\n"
         "  RETURN collect([label, key, k, new_total, new_errors]) AS fresh\n"
         "}\n"
-        + traffic
+        + (traffic_read if traffic else "")
         + f"RETURN [n IN services | n.{service.key}] AS services, calls, instances, hosts, changes, anomalies,\n"
-        "       alerts, rollups, fresh, traffic"
+        + ("       alerts, rollups, fresh, traffic" if traffic else "       alerts, rollups, fresh, [] AS traffic")
     )
 
 
-#: ``GraphStore.incident``: everything the RCA extraction reads around a service, one statement per hop bound.
-INCIDENT: dict[int, str] = {hops: _incident(hops) for hops in range(MAX_REACH_HOPS + 1)}
+#: ``GraphStore.incident``: everything the RCA extraction reads around a service, one statement per hop bound and
+#: with or without the per-slice span traffic (the most expensive part: every CALLED bucket of the window).
+INCIDENT: dict[tuple[int, bool], str] = {
+    (hops, traffic): _incident(hops, traffic) for hops in range(MAX_REACH_HOPS + 1) for traffic in (False, True)
+}

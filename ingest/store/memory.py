@@ -304,8 +304,8 @@ class MemoryGraphStore:
         return {ref: LogSlices(*(tuple(a) for a in acc)) for ref, acc in sums.items()}
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
-                 slice_seconds: int) -> IncidentReads | None:
-        return read_incident(self, service, window, hops, limit, slice_seconds)
+                 slice_seconds: int, traffic: bool = False) -> IncidentReads | None:
+        return read_incident(self, service, window, hops, limit, slice_seconds, traffic)
 
     def neighbourhood(
         self,

@@ -1,10 +1,10 @@
 """Neo4j graph store: batched ``UNWIND $rows MERGE`` writes, one transaction per batch.
 
 The driver is injected (built at the process edge by :func:`connect`). Each batch is one managed write
-transaction running one statement per label and per relationship type and the cursor update, so a batch
-is applied entirely or not at all; the driver retries transient failures inside ``execute_write``. What
-still fails is translated here, once, into :mod:`ingest.errors`: retryable (:class:`StoreUnavailable`)
-or permanent (:class:`StoreRejected`).
+transaction running one statement for all its nodes and relationships (``cypher.write_batch``), the log
+rollups and the cursor update, so a batch is applied entirely or not at all; the driver retries transient
+failures inside ``execute_write``. What still fails is translated here, once, into :mod:`ingest.errors`:
+retryable (:class:`StoreUnavailable`) or permanent (:class:`StoreRejected`).
 """
 
 from __future__ import annotations
@@ -110,36 +110,65 @@ def _native_props(props: dict[str, Any]) -> dict[str, Any]:
     return {k: _native(v) for k, v in props.items()}
 
 
-def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any],
-         iso: dict[int, str]) -> dict[str, Any]:
-    """One parameter row. Datetimes travel as ISO text (see ``schema.graph.TIME_PROPS`` for why), and empty
-    parts are left out: the server unpacks every field of every row, and a missing key reads as null.
+class _Times:
+    """The distinct times of one write, as ISO-8601 text (``$times``), which rows refer to by position.
 
-    ``iso`` memoises the text of datetime objects by identity for one write: the rows of one event share
-    its time object, so most of them are converted once."""
+    The driver packs Python datetimes slowly (see ``schema.graph.TIME_PROPS``), and Neo4j parsing the same text
+    again for every row that carries it cost about 2 us a time: the rows of one transfer carry its time some
+    20 times. The statement parses each distinct time once (``cypher.write_batch``)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._by_text: dict[str, int] = {}
+        # By identity first: the rows of one event share its time object (the batch's rows, and so their
+        # datetime objects, live until the write ends, so identities are not reused meanwhile).
+        self._by_id: dict[int, int] = {}
+
+    def ref(self, value: datetime) -> int:
+        """The position of ``value`` in :attr:`texts`."""
+        at = self._by_id.get(id(value))
+        if at is None:
+            text = value.isoformat()
+            at = self._by_text.get(text)
+            if at is None:
+                at = self._by_text[text] = len(self.texts)
+                self.texts.append(text)
+            self._by_id[id(value)] = at
+        return at
+
+
+def _row(props: dict[str, Any], first: datetime | None, last: datetime | None, add: dict[str, Any],
+         times: _Times) -> dict[str, Any]:
+    """One parameter row. Datetimes travel as positions in the write's :class:`_Times`, and empty parts are
+    left out: the server unpacks every field of every row, and a missing key reads as null."""
     row: dict[str, Any] = {}
     if props:
         if any(isinstance(v, datetime) for v in props.values()):
             row["props"] = {k: v for k, v in props.items() if not isinstance(v, datetime)}
-            row["t"] = {k: _iso(v, iso) for k, v in props.items() if isinstance(v, datetime)}
+            row["t"] = {k: times.ref(v) for k, v in props.items() if isinstance(v, datetime)}
             if not row["props"]:
                 del row["props"]
         else:
             row["props"] = props  # read-only from here on: no copy
     if first is not None:
-        row["first_seen"] = _iso(first, iso)
+        row["first_seen"] = times.ref(first)
     if last is not None:
-        row["last_seen"] = _iso(last, iso)
+        row["last_seen"] = times.ref(last)
     if add:
         row["add"] = add
     return row
 
 
-def _iso(value: datetime, memo: dict[int, str]) -> str:
-    text = memo.get(id(value))
-    if text is None:
-        text = memo[id(value)] = value.isoformat()
-    return text
+def _position(ref: NodeRef, node_rows: dict[str, list[dict[str, Any]]],
+              position: dict[tuple[str, str], int]) -> int:
+    """Where a relationship's end is among its label's node rows; an end the batch does not upsert gets a row
+    with its key alone (the store creates missing ends, and merging a bare row changes nothing else)."""
+    at = position.get((ref.label, ref.key))
+    if at is None:
+        rows = node_rows[ref.label]
+        at = position[(ref.label, ref.key)] = len(rows)
+        rows.append({"key": ref.key})
+    return at
 
 
 _HOUR_US = 3600 * 1_000_000
@@ -260,31 +289,38 @@ class Neo4jGraphStore:
             session.run("CALL db.awaitIndexes(300)").consume()
 
     def write(self, batch: GraphBatch) -> None:
+        """Apply a batch in one transaction: its rows in one statement (``cypher.write_batch``), then the log
+        rollups and the cursors."""
         batch.validate()
-        iso: dict[int, str] = {}  # the batch's rows (and so its datetime objects) live until the write ends
+        times = _Times()
         node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        position: dict[tuple[str, str], int] = {}  # (label, key) -> index in node_rows[label]
         for node in batch.nodes:
-            row = _row(node.props, node.first_seen, node.last_seen, node.add, iso)
+            row = _row(node.props, node.first_seen, node.last_seen, node.add, times)
             row["key"] = node.key
-            node_rows[node.label].append(row)
-        rel_rows: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+            rows = node_rows[node.label]
+            position[(node.label, node.key)] = len(rows)
+            rows.append(row)
+        rel_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for rel in batch.rels:
-            row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add, iso)
+            row = _row(rel.props, rel.first_seen, rel.last_seen, rel.add, times)
             start, end = rel.start, rel.end
-            row["start"] = start.key
-            row["end"] = end.key
+            row["start"] = _position(start, node_rows, position)
+            row["end"] = _position(end, node_rows, position)
             if rel.key:
-                row["key"] = {k: _iso(v, iso) if isinstance(v, datetime) else v for k, v in rel.key.items()}
-            rel_rows[(rel.type, start.label, end.label)].append(row)
+                row["key"] = {k: times.ref(v) if isinstance(v, datetime) else v for k, v in rel.key.items()}
+            rel_rows[cypher.rel_group(rel.type, start.label, end.label)].append(row)
         cursor_rows = [{"source": c.source, "offset": c.offset} for c in batch.cursors]
         rollup_rows = _rollup_rows(batch)
 
+        statement = cypher.write_batch(
+            tuple(label for label in cypher.MERGE_NODES if label in node_rows),
+            tuple(shape for shape in cypher.MERGE_RELS if cypher.rel_group(*shape) in rel_rows),
+        )
+
         def work(tx: neo4j.ManagedTransaction) -> None:
-            # Nodes first so relationship MERGEs find them; sorted for a stable lock order across writers.
-            for label in sorted(node_rows):
-                tx.run(cypher.MERGE_NODES[label], rows=node_rows[label]).consume()
-            for key in sorted(rel_rows):
-                tx.run(cypher.MERGE_RELS[key], rows=rel_rows[key]).consume()
+            if node_rows:  # every relationship row added its ends to node_rows
+                tx.run(statement, nodes=node_rows, rels=rel_rows, times=times.texts).consume()
             if rollup_rows:  # with the EMITTED counters they sum, so both commit or neither does
                 tx.run(cypher.MERGE_LOG_ROLLUPS, rows=rollup_rows).consume()
             if cursor_rows:
@@ -427,20 +463,20 @@ class Neo4jGraphStore:
         )
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
-                 slice_seconds: int) -> IncidentReads | None:
+                 slice_seconds: int, traffic: bool = False) -> IncidentReads | None:
         """One statement (``cypher.INCIDENT``): reach, calls, instances, hosts, the signals on all of them and the log
         rollups and new-template lines; ordered here as :func:`schema.incident.read_incident` orders them."""
         if hops > MAX_REACH_HOPS or service.label != "Service":
-            return read_incident(self, service, window, hops, limit, slice_seconds)
+            return read_incident(self, service, window, hops, limit, slice_seconds, traffic)
         assert window.since is not None and window.until is not None
         n = slice_count(window, slice_seconds)
         since_us, until_us = _epoch_us(window.since), _epoch_us(window.until)
         hours = [h // 1_000_000 for h in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)]
-        records = self._read("incident", cypher.INCIDENT[hops], key=service.key, since=window.since,
+        records = self._read("incident", cypher.INCIDENT[hops, traffic], key=service.key, since=window.since,
                              until=window.until, limit=limit + 1, label_keys=cypher.NODE_KEYS, hours=hours,
                              sep=_ROLLUP_SEP, slice_ns=slice_seconds * 1_000_000_000)
         if not records:  # the service does not exist: what the reads one by one give
-            return read_incident(self, service, window, hops, limit, slice_seconds)
+            return read_incident(self, service, window, hops, limit, slice_seconds, traffic)
         record = records[0]
         if len(record["services"]) > limit:
             return None

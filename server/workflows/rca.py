@@ -39,7 +39,6 @@ from gnn.rca.features import (
     NAMED_METRIC_FEATURES,
     FeatureConfig,
     IncidentGraph,
-    all_templates_new,
     extract_incident,
     log_gaps,
     rescaled,
@@ -317,8 +316,6 @@ def _augment(graph: IncidentGraph, cfg: RcaTrainConfig, rng: random.Random) -> t
         before = np.array([start < collected_from for start in graph.slices], dtype=bool)
         if before.any():
             x = log_gaps(x, before)
-        if rng.random() < 0.5:  # and none before the window either: every template in it is new
-            x = all_templates_new(x)
     if cfg.log_dropout and rng.random() < cfg.log_dropout:
         frac = 1.0 if rng.random() < 0.4 else rng.uniform(0.1, 0.7)
         nodes = np.array([rng.random() < frac for _ in range(n)], dtype=bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -326,7 +327,8 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
     anchors += [(NodeRef("Service", s), TimeWindow(at - timedelta(minutes=31), at + timedelta(minutes=5)))
                 for s in services[:3]]
     # The default; a walk bounded by max_services; more hops than one reach query follows (a walk too).
-    for config in (FeatureConfig(lookback_minutes=12), FeatureConfig(hops=1, max_services=3), FeatureConfig(hops=13)):
+    for config in (FeatureConfig(lookback_minutes=12), FeatureConfig(lookback_minutes=12, traffic=True),
+                   FeatureConfig(hops=1, max_services=3, traffic=True), FeatureConfig(hops=13, traffic=True)):
         for anchor, window in anchors:
             got, want = extract_incident(store, anchor, window, config), extract_incident(reference, anchor, window,
                                                                                           config)
@@ -339,8 +341,10 @@ def test_rca_extraction_reads_the_same_incident_graph_from_every_store(store: Gr
             assert got.window.since is not None
             service = NodeRef("Service", got.names[got.symptom])
             for hops, limit in ((config.hops, config.max_services), (2, 400), (0, 400), (config.hops, 2)):
-                one = store.incident(service, got.window, hops, limit, 60 * config.slice_minutes)
-                assert one == read_incident(store, service, got.window, hops, limit, 60 * config.slice_minutes)
+                slice_s = 60 * config.slice_minutes
+                one = store.incident(service, got.window, hops, limit, slice_s, config.traffic)
+                assert one == read_incident(store, service, got.window, hops, limit, slice_s, config.traffic)
+                assert one is None or bool(one.traffic) == config.traffic
                 if limit == 2:  # more services in reach than that: the caller walks
                     assert one is None
                 elif limit == 400 and hops <= 2:
@@ -374,8 +378,10 @@ def test_incident_reads_traffic_per_service_and_slice(store: GraphStore) -> None
     window = TimeWindow(since, since + timedelta(minutes=7))
     checkout = NodeRef("Service", "checkout")
 
-    one = store.incident(checkout, window, 2, 400, 120)
-    assert one is not None and one == read_incident(store, checkout, window, 2, 400, 120)
+    one = store.incident(checkout, window, 2, 400, 120, traffic=True)
+    assert one is not None and one == read_incident(store, checkout, window, 2, 400, 120, traffic=True)
+    # Without traffic the read is the same but for it.
+    assert store.incident(checkout, window, 2, 400, 120) == replace(one, traffic={})
     assert [s.key for s in one.services] == ["checkout", "frontend", "payments"]
     zeros = (0.0,) * 4
     assert one.traffic == {
@@ -387,9 +393,10 @@ def test_incident_reads_traffic_per_service_and_slice(store: GraphStore) -> None
     }
     # A window without buckets: no traffic at all; the one read and the composition still agree.
     later = TimeWindow(T0 + timedelta(minutes=10), T0 + timedelta(minutes=14))
-    assert store.incident(checkout, later, 2, 400, 120) == read_incident(store, checkout, later, 2, 400, 120)
+    assert store.incident(checkout, later, 2, 400, 120, True) == read_incident(store, checkout, later, 2, 400, 120,
+                                                                              True)
     assert store.incident(checkout, TimeWindow(T0 - timedelta(minutes=1), T0 + timedelta(minutes=1)), 0, 400,
-                          60).traffic == {
+                          60, True).traffic == {
         checkout: TrafficSlices((0.0, 3.0), (0.0, 30.0), (0.0, 1.0), (0.0, 0.0))}  # hops 0: checkout only
 
 
@@ -413,3 +420,66 @@ def test_windowed_reads_of_bucketed_relationships_forget_deleted_ones(store: Gra
     assert minutes(store.expand(db, "CALLED", "in", everything)) == [("api", 1), ("api", 3), ("api", 5)]
     open_end = TimeWindow(T0 + timedelta(minutes=3), None)
     assert minutes(store.expand(db, "CALLED", "in", open_end)) == [("api", 3), ("api", 5)]
+
+
+def _payments_graph(store: GraphStore, accounts: list[str], transactions: list[str]) -> dict[str, object]:
+    """What the payments events put in a store: the accounts' and transactions' properties and relationships."""
+    nodes = {(label, key): node.props for label, keys in (("Account", accounts), ("Transaction", transactions))
+             for key in keys if (node := store.get_node(NodeRef(label, key))) is not None}
+    rels = {(r.type, r.start, r.end): r.props
+            for label, keys, rel_type in (("Account", accounts, "USES"), ("Transaction", transactions, None))
+            for key in keys for r in store.rels_of(NodeRef(label, key), rel_type)}
+    return {"nodes": nodes, "rels": rels}
+
+
+def test_payments_through_the_pipeline_and_their_replay_give_the_graph_the_events_describe(store: GraphStore) -> None:
+    # Every relationship joins the nodes its event names (the Neo4j store wires relationship rows to the batch's
+    # node rows by position), counters count each event once, and a replay of the same records by a new worker
+    # (a crash before the offsets were committed) skips them all: nothing changes, counters do not double.
+    from collections import Counter
+
+    from ingest.logs.templates import LogTemplateMiner
+    from ingest.mapping import EventMapper
+    from ingest.pipeline import Pipeline, SourceRecord
+    from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
+    from schema.events import IdentityEvent, TransactionEvent
+
+    events = simulate_payments(PaymentsSimConfig(seed=7, accounts=120, merchants=15, days=3, history_days=1,
+                                                 rings_per_kind=1, identity_rings=1, account_takeovers=1)).events
+    records = [SourceRecord("payments", 0, offset, e.model_dump_json().encode()) for offset, e in enumerate(events)]
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [])
+    for i in range(0, len(records), 300):
+        pipeline.process(records[i : i + 300])
+
+    txs = [e for e in events if isinstance(e, TransactionEvent)]
+    accounts = sorted({a for e in txs for a in (e.src, e.dst)} | {e.account for e in events
+                                                                   if isinstance(e, IdentityEvent)})
+    written = _payments_graph(store, accounts, [e.id for e in txs])
+    sent, received = Counter(e.src for e in txs), Counter(e.dst for e in txs)
+    labels = {"device": "Device", "ip": "IP", "card": "Card", "phone": "Phone", "email": "Email"}
+    uses = Counter((e.src, labels[kind], value) for e in txs
+                   for kind, value in (("device", e.device), ("ip", e.ip), ("card", e.card)) if value)
+    uses.update((e.account, labels[e.kind], e.value) for e in events if isinstance(e, IdentityEvent))
+    assert len(txs) > 300 and len(uses) > 300
+    for key in accounts:
+        props = written["nodes"][("Account", key)]
+        assert (props.get("sent", 0), props.get("received", 0)) == (sent[key], received[key]), key
+    assert {(r[1].key, r[2].label, r[2].key): p["count"] for r, p in written["rels"].items()
+            if r[0] == "USES"} == dict(uses)
+    by_tx: dict[NodeRef, set[tuple[str, NodeRef, NodeRef]]] = {}
+    for rel in written["rels"]:
+        if rel[0] != "USES":
+            by_tx.setdefault(rel[2] if rel[0] == "SENT" else rel[1], set()).add(rel)
+    for e in txs:
+        tx = NodeRef("Transaction", e.id)
+        assert written["nodes"][("Transaction", e.id)] == {
+            "amount": e.amount, "currency": e.currency, "channel": e.channel, "at": e.at, "src": e.src, "dst": e.dst}
+        ends = {("SENT", NodeRef("Account", e.src), tx), ("TO", tx, NodeRef("Account", e.dst))}
+        ends |= {("VIA", tx, NodeRef(label, value))
+                 for label, value in (("Device", e.device), ("IP", e.ip), ("Card", e.card)) if value}
+        ends |= {("AT", tx, NodeRef("Merchant", e.merchant))} if e.merchant else set()
+        assert by_tx[tx] == ends, e.id
+
+    outcome = Pipeline(store, EventMapper(LogTemplateMiner()), []).process(records)
+    assert (outcome.written_events, outcome.skipped_events) == (0, len(events))
+    assert _payments_graph(store, accounts, [e.id for e in txs]) == written

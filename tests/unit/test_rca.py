@@ -235,6 +235,7 @@ def test_model_is_inductive_and_resettable() -> None:
 
 def _per_slice_reference(model: RcaGnn, x: torch.Tensor, edges: dict[str, torch.Tensor]) -> torch.Tensor:
     """The forward as first written: every slice on its own, through the SAGEConv modules themselves."""
+    x = x[..., : model.config.in_features]  # as the model does with features appended after it was trained
     h = model.encode(x)  # [T, N, H]
     for layer in model.convs:
         slices = []
@@ -412,7 +413,7 @@ def _feature(graph: IncidentGraph, kind: str, name: str, feature: str) -> list[f
 def test_span_features_per_slice_from_called_buckets() -> None:
     from gnn.rca.features import FEATURE_NAMES, TRAFFIC_FEATURES
 
-    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig(traffic=True))
     assert isinstance(graph, IncidentGraph) and graph.x.shape[0] == 5
     f32 = lambda *values: [float(np.float32(v)) for v in values]  # noqa: E731
     l1p = np.log1p
@@ -439,7 +440,7 @@ def test_span_features_per_slice_from_called_buckets() -> None:
     others = [i for i, k in enumerate(graph.kinds) if k != "service"]
     assert float(graph.x[:, others][:, :, span].abs().sum()) == 0.0  # instances and hosts: zeros
     # The features before them do not change with the CALLED buckets (a checkpoint reads only those).
-    bare = extract_incident(_traffic_store(with_calls=False), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    bare = extract_incident(_traffic_store(with_calls=False), _svc("web"), TRAFFIC_WINDOW, FeatureConfig(traffic=True))
     assert isinstance(bare, IncidentGraph) and bare.refs == graph.refs
     assert torch.equal(bare.x[:, :, :span[0]], graph.x[:, :, :span[0]])
     assert float(bare.x[:, :, span].abs().sum()) == 0.0
@@ -455,7 +456,7 @@ def test_augmentations_of_span_features() -> None:
         without_traces,
     )
 
-    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    graph = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig(traffic=True))
     assert isinstance(graph, IncidentGraph)
     api, db = graph.index("service", "api"), graph.index("service", "db")
     col = FEATURE_NAMES.index
@@ -481,3 +482,17 @@ def test_augmentations_of_span_features() -> None:
     for name in ("latency_in", "errors_in_ratio"):
         assert torch.equal(sampled[:, :, col(name)], graph.x[:, :, col(name)])
     assert torch.equal(rescaled(graph.x, 1.0, 1.0), graph.x)
+
+
+def test_span_traffic_is_read_only_when_the_feature_config_asks() -> None:
+    from gnn.rca.features import FEATURE_NAMES, TRAFFIC_FEATURES
+
+    on = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig(traffic=True))
+    off = extract_incident(_traffic_store(), _svc("web"), TRAFFIC_WINDOW, FeatureConfig())
+    assert isinstance(on, IncidentGraph) and isinstance(off, IncidentGraph)
+    first = FEATURE_NAMES.index(TRAFFIC_FEATURES[0])
+    assert on.x[:, :, first:].abs().sum() > 0
+    assert off.x[:, :, first:].abs().sum() == 0  # no traffic read: the span features stay zero
+    assert torch.equal(on.x[:, :, :first], off.x[:, :, :first])  # and nothing else changes
+    _, features, _ = load_checkpoint(SHIPPED)
+    assert not features.traffic  # the shipped model does not read them, so the server does not pay for the read
