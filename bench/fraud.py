@@ -9,8 +9,14 @@ Prints one JSON line:
 * ``ring_delay_p99_s``: for every batch that closed a ring, the time from the producer's send of the
   batch's oldest record to the batch's commit (the ring is in Neo4j then): an upper bound of the delay
   from the closing transaction to the ring in the graph, measured with the producer paced at ``--rate``;
+* ``record_latency_p50_s``, ``record_latency_p99_s``: from the producer's send of each record to the commit of
+  its batch, over every record of that run;
 * ``inline_score_p50_ms``, ``inline_score_p99_ms``: ``ScoreTransaction`` round trips made every 20 ms during
-  the Kafka run, against a server sharing the pipeline's detector (inline scoring while ingest runs);
+  the Kafka run, against a server sharing the pipeline's detector (inline scoring while ingest runs), as in
+  ``sleuth serve``: the pipeline in a thread of its own, the garbage collector tuned as there
+  (``Settings.gc_threshold``, start-up objects frozen). The client runs in its own process (``--inline-client
+  process``, as a remote client would) or, as before, in a thread of this one (``--inline-client thread``),
+  where it takes turns with the pipeline for the GIL;
 * ``stage_ms_per_event``: milliseconds per consumed event spent decoding and mapping (``prepare``), writing
   (``write``) and running the detectors with their annotation writes (``detect``) in that run.
 
@@ -18,6 +24,7 @@ The producer runs in its own process (the load generator is not the system under
 process its pure-Python encoding would take turns with the consumer for the GIL).
 
     python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 3000] [--events N] [--profile FILE]
+                          [--inline-client process|thread]
 
 ``--profile FILE`` writes cProfile statistics of the consuming thread (poll, decode, map, write, detect)
 to ``FILE`` for ``python -m pstats``.
@@ -35,10 +42,14 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import argparse
 import contextlib
 import json
+import multiprocessing
+import queue
 import statistics
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 
@@ -57,7 +68,7 @@ from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
 from server.app import ServerParts
 from server.convert import to_timestamp
-from server.host import build_mapper
+from server.host import build_mapper, tune_gc
 from server.hub import FindingHub
 from tests.grpc_harness import running_server
 
@@ -117,14 +128,36 @@ class _TimedPipeline(Pipeline):
             self.stage_s["detect"] += time.perf_counter() - started
 
 
-def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
-    """Sustained scoring throughput from Kafka into Neo4j, and ring delays at a paced rate."""
+def _score_inline(port: int, first_at_s: float, stop: Any, out: Any) -> None:
+    """Call ScoreTransaction every 20 ms until ``stop`` is set, on transfers between accounts of its own;
+    puts the list of round trips in ms on ``out``."""
+    at = to_timestamp(datetime.fromtimestamp(first_at_s, UTC))
+    latencies: list[float] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.FraudStub(channel)
+        i = 0
+        while not stop.wait(0.02):
+            request = pb.ScoreTransactionRequest(transaction=pb.Transaction(
+                id=f"probe-{i}", at=at, src=f"probe-src-{i % 50}", dst=f"probe-dst-{i % 70}",
+                amount=40.0 + i % 30, currency="EUR", channel="p2p"))
+            started = time.perf_counter()
+            stub.ScoreTransaction(request)
+            latencies.append((time.perf_counter() - started) * 1000)
+            i += 1
+    out.put(latencies)
+
+
+def kafka_run(events: list, rate: float, batch: int, inline_client: str = "process",
+              profiler: Any = None) -> dict[str, float]:
+    """Sustained scoring throughput from Kafka into Neo4j, and ring delays at a paced rate (``profiler``: a
+    ``cProfile.Profile`` to run in the consuming thread)."""
     base = server_settings()
     store = wiped_store(base)
     settings = _settings(base, f"fraud{uuid.uuid4().hex[:8]}", batch)
     ensure_topics(str(settings.kafka_bootstrap), settings.kafka.topics.inputs(), settings.kafka.partitions)
     engine = RulesEngine()
     fraud = FraudRingDetector(load_detector())
+    tune_gc(settings)  # as ``sleuth serve`` does once its models are loaded (build_rca_engine)
     pipeline = _TimedPipeline(store, build_mapper(settings, persistent=False), [BasicRuleDetector(engine), fraud])
     consumer = make_consumer(str(settings.kafka_bootstrap), settings.kafka.group_id, max_poll_records=batch)
     clock = _CommitClock(KafkaSource(consumer, settings.kafka.topics.inputs()))
@@ -142,44 +175,49 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     producer = _producer_process(settings, events, rate)
     # Inline scoring while the pipeline ingests: a client calls ScoreTransaction on the server that shares
     # the pipeline's detector (as ``sleuth serve`` does), on transfers between accounts of its own.
-    first_at = next(e.at for e in events if isinstance(e, TransactionEvent))
-    inline: list[float] = []
-    stop_inline = threading.Event()
-
-    def score_inline(port: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.FraudStub(channel)
-            i = 0
-            while not stop_inline.wait(0.02):
-                request = pb.ScoreTransactionRequest(transaction=pb.Transaction(
-                    id=f"probe-{i}", at=to_timestamp(first_at), src=f"probe-src-{i % 50}", dst=f"probe-dst-{i % 70}",
-                    amount=40.0 + i % 30, currency="EUR", channel="p2p"))
-                started = time.perf_counter()
-                stub.ScoreTransaction(request)
-                inline.append((time.perf_counter() - started) * 1000)
-                i += 1
-
+    first_at = next((e.at for e in events if isinstance(e, TransactionEvent)), events[0].at).timestamp()
     serving = contextlib.ExitStack()
     port, _ = serving.enter_context(running_server(ServerParts(store, FindingHub(), fraud)))
-    scorer = threading.Thread(target=score_inline, args=(port,), daemon=True)
+    if inline_client == "process":
+        context = multiprocessing.get_context("spawn")
+        stop_inline, results = context.Event(), context.Queue()
+        scorer: Any = context.Process(target=_score_inline, args=(port, first_at, stop_inline, results), daemon=True)
+    else:
+        stop_inline, results = threading.Event(), queue.Queue()
+        scorer = threading.Thread(target=_score_inline, args=(port, first_at, stop_inline, results), daemon=True)
     scorer.start()
-    done, timed_from, timed_records = 0, None, 0
-    deadline = time.monotonic() + len(events) / rate + 600
-    while done < len(events) and time.monotonic() < deadline:
-        before = len(clock.latencies)
-        outcome = runner.run_once()
-        if outcome is None:
-            continue
-        new = clock.latencies[before:]
-        batch_oldest.append(max(new) if new else 0.0)
-        on_outcome(outcome)
-        done += outcome.records
-        if timed_from is None:
-            timed_from = time.perf_counter()
-        else:
-            timed_records += outcome.records
-    elapsed = time.perf_counter() - (timed_from or time.perf_counter())
+    counts = {"done": 0, "timed_records": 0}
+    timed: dict[str, float] = {}
+
+    def consume() -> None:
+        # The pipeline's own thread, as in ``sleuth serve`` (Host.start).
+        if profiler is not None:
+            profiler.enable()
+        deadline = time.monotonic() + len(events) / rate + 600
+        while counts["done"] < len(events) and time.monotonic() < deadline:
+            before = len(clock.latencies)
+            outcome = runner.run_once()
+            if outcome is None:
+                continue
+            new = clock.latencies[before:]
+            batch_oldest.append(max(new) if new else 0.0)
+            on_outcome(outcome)
+            counts["done"] += outcome.records
+            if "from" not in timed:
+                timed["from"] = time.perf_counter()
+            else:
+                counts["timed_records"] += outcome.records
+        timed["until"] = time.perf_counter()
+        if profiler is not None:
+            profiler.disable()
+
+    consuming = threading.Thread(target=consume, name="pipeline")
+    consuming.start()
+    consuming.join()
+    done = counts["done"]
+    elapsed = timed["until"] - timed.get("from", timed["until"])
     stop_inline.set()
+    inline: list[float] = results.get(timeout=30)
     scorer.join()
     serving.close()
     producer.join()
@@ -188,12 +226,14 @@ def kafka_run(events: list, rate: float, batch: int) -> dict[str, float]:
     store.clear()
     store.close()
     _, ring_p99 = _quantiles(ring_delays)
+    latency_p50, latency_p99 = _quantiles(clock.latencies)
     inline_p50, inline_p99 = _quantiles(inline)
-    return {"tx_per_s": round(timed_records / elapsed, 1) if elapsed else 0.0, "events": done, "rings_in_neo4j": rings,
-            "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3),
+    return {"tx_per_s": round(counts["timed_records"] / elapsed, 1) if elapsed else 0.0, "events": done,
+            "rings_in_neo4j": rings, "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3),
+            "record_latency_p50_s": round(latency_p50, 3), "record_latency_p99_s": round(latency_p99, 3),
             "stage_ms_per_event": {k: round(1000 * v / max(1, done), 3) for k, v in pipeline.stage_s.items()},
-            "inline_score_calls": len(inline), "inline_score_p50_ms": round(inline_p50, 2),
-            "inline_score_p99_ms": round(inline_p99, 2)}
+            "inline_client": inline_client, "inline_score_calls": len(inline),
+            "inline_score_p50_ms": round(inline_p50, 2), "inline_score_p99_ms": round(inline_p99, 2)}
 
 
 def main() -> None:
@@ -204,6 +244,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--events", type=int, default=0, help="only the first N events of the stream (0: all)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the Kafka run's consumer")
+    parser.add_argument("--inline-client", choices=("process", "thread"), default="process",
+                        help="where the inline ScoreTransaction client runs (default: its own process)")
     args = parser.parse_args()
     events = simulate_payments(PaymentsSimConfig(seed=args.seed)).events
     if args.events:
@@ -217,10 +259,8 @@ def main() -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-        profiler.enable()
-    result.update(kafka_run(events, args.rate, args.batch))
+    result.update(kafka_run(events, args.rate, args.batch, args.inline_client, profiler))
     if profiler is not None:
-        profiler.disable()
         profiler.dump_stats(args.profile)
     print(json.dumps(result))
 

@@ -94,6 +94,24 @@ class AllOf:
         return False
 
 
+@dataclass(frozen=True)
+class AnyOf:
+    """Condition: at least one of its :class:`AllOf` alternatives holds (a durable-rules ``|`` expression)."""
+
+    alternatives: tuple[AllOf, ...]
+
+    def __call__(self, m: Any) -> Any:
+        expr = None
+        for alternative in self.alternatives:
+            test = alternative(m)
+            expr = test if expr is None else expr | test
+        return expr
+
+    def rejects(self, fact: Mapping[str, Any]) -> bool:
+        """Whether every alternative certainly fails on ``fact`` (see :meth:`AllOf.rejects`)."""
+        return all(alternative.rejects(fact) for alternative in self.alternatives)
+
+
 _TEXT = (str, str)
 _NUMBERS = (int, float)  # exact types: bool (an int subclass) and numpy scalars are left to the engine
 

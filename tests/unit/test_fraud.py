@@ -392,3 +392,34 @@ def test_shipped_checkpoint_loads_with_config_and_metrics() -> None:
     detector = load_detector(DEFAULT_CHECKPOINT, DetectorConfig(matcher=NO_WARMUP))
     verdict = detector.process(tx(0, "someone-new", "another-new", 42.0))
     assert verdict.model_score is not None and 0.0 <= verdict.score <= 1.0
+
+
+def test_fraud_rules_skip_the_engine_only_for_facts_no_rule_can_fire() -> None:
+    """The fraud conditions reject facts up front (no hop to the rules thread for them); the firings are the
+    same as when every fact goes through durable-rules."""
+    from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
+    from rules.engine import _evaluate_all, _Process, _rejected
+    from rules.fraud import fraud_ruleset
+
+    config = FraudRulesConfig(velocity_1h=3, velocity_24h=6, large_amount=200.0, min_account_age_s=3_600.0,
+                              pass_through_min_in=50.0)
+    rules = FraudRules(config)
+    scenario = simulate_payments(PaymentsSimConfig(seed=3, accounts=300, merchants=20, employers=5, landlords=5,
+                                                   utilities=2, days=14, rings_per_kind=1, identity_rings=2,
+                                                   account_takeovers=2))
+    facts = []
+    for event in scenario.events:
+        if isinstance(event, IdentityEvent):
+            rules.facts.see_identity(event.account, event.kind, event.value, event.at.timestamp())
+        elif isinstance(event, TransactionEvent):
+            facts.append(rules.facts.observe(event.id, event.src, event.dst, event.amount, event.at.timestamp(),
+                                             event.device, event.ip, int(event.id.endswith("7")), ""))
+    ruleset = fraud_ruleset(config)
+    fired = rules.evaluate_many(facts)
+    every = _Process.run(_evaluate_all, ruleset.name, facts)
+    assert fired == every
+    names = {f.rule for firings in fired for f in firings}
+    assert names >= {"velocity", "new_device_large", "rapid_pass_through", "pair_burst", "ring_closure"}
+    skipped = sum(_rejected(ruleset, fact) for fact in facts)
+    assert skipped > len(facts) // 2  # most transactions never reach durable-rules
+    assert all(not firings for fact, firings in zip(facts, every, strict=True) if _rejected(ruleset, fact))
