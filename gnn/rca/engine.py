@@ -162,9 +162,9 @@ class RcaEngine:
 
 def has_telemetry(graph: IncidentGraph) -> bool:
     """Whether anything observable happened in the window (otherwise there is nothing to rank)."""
-    return any(
-        s.anom.any() or s.log_total.any() or s.alerts.any() or s.changes.any() for s in graph.signals
-    )
+    signals = graph.signals
+    return bool(signals.anom.any() or signals.of("log_total").any() or signals.of("alerts").any()
+                or signals.of("changes").any())
 
 
 def _display_scores(scores: np.ndarray, method: str) -> np.ndarray:
@@ -192,12 +192,11 @@ def candidate_facts(graph: IncidentGraph) -> list[dict[str, Any]]:
     hosted: dict[int, list[int]] = {}
     for i, h in graph.edges["runs_on"].t().tolist():
         hosted.setdefault(int(h), []).append(int(i))
-    alerted = {i for i, s in enumerate(graph.signals) if s.alerts.any()}
+    alerted = set(np.flatnonzero(graph.signals.of("alerts").any(axis=1)).tolist())
     storm = len([i for i in alerted if graph.kinds[i] == "service"])
     # Each node's largest score per metric group over the window, at once (scores are never below zero, so
     # this is the per-node ``max(initial=0)`` of before, exactly).
-    peak = (np.stack([s.anom for s in graph.signals]).max(axis=1, initial=0.0).tolist() if graph.n
-            else [])  # [N][groups]
+    peak = graph.signals.anom.max(axis=1, initial=0.0).tolist() if graph.n else []  # [N][groups]
     facts: list[dict[str, Any]] = []
     for i in range(graph.n):
         kind = graph.kinds[i]
