@@ -347,7 +347,7 @@ def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> i
 _SERIES: tuple[str, ...] = ("anom_count", "log_errors", "log_total", "new_tpl", "new_tpl_errors", "changes", "alerts",
                             "calls_in", "duration_in_ms", "errors_in", "calls_out")
 _SERIES_ROW = {name: k for k, name in enumerate(_SERIES)}
-#: One anomaly as :attr:`NodeSignals.top_anomalies` lists it: score rounded to 2 places, metric, time and value.
+#: One anomaly on a node: score, metric, time and value (:attr:`NodeSignals.top_anomalies` rounds the score).
 _AnomalyRow = tuple[float, str, datetime, Any]
 
 
@@ -388,7 +388,8 @@ class SignalTable(Sequence[NodeSignals]):
         i %= n
         built = self._built.get(i)
         if built is None:
-            top = sorted(self._anomalies.get(i, ()), key=lambda item: -item[0])  # stable: equal scores keep read order
+            rounded = [(round(score, 2), metric, at, value) for score, metric, at, value in self._anomalies.get(i, ())]
+            top = sorted(rounded, key=lambda item: -item[0])  # stable: equal (rounded) scores keep the order read
             built = self._built[i] = NodeSignals(
                 self.anom[i], *self.series[:, i], first_anomaly=self._first_anomaly.get(i),
                 top_anomalies=[{"metric": metric, "at": at.isoformat(), "score": score, "value": value}
@@ -417,24 +418,34 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
     first_anomaly: dict[int, datetime] = {}
     anomalies: dict[int, list[_AnomalyRow]] = {}
     threshold = cfg.anomaly_threshold
+    # The slice of a time as _slice_of gives it, inline (a call per row cost more than the rest of the row).
+    since, step, last = window.since, timedelta(seconds=60 * cfg.slice_minutes), T - 1
+    cells: list[tuple[int, int, int]] = []  # (node, slice, metric group) per anomaly in the window
+    scores: list[float] = []
     for a in reads.anomalies:
         i = entity.get(a.target)
         at = a.at
-        if i is None or at is None or (k := _slice_of(at, window, cfg, T)) is None:
+        if i is None or at is None or not window.contains(at):
             continue
+        k = min((at - since) // step, last)
         score = float(a.score or 0.0)
         metric = "" if a.metric is None else str(a.metric)
-        g = _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)
-        anom[i, k, g] = max(anom[i, k, g], score)
-        anom_count[i, k] += 1
+        cells.append((i, k, _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)))
+        scores.append(score)
         if score >= threshold and ((first := first_anomaly.get(i)) is None or at < first):
             first_anomaly[i] = at
-        anomalies.setdefault(i, []).append((round(score, 2), metric, at, a.value))
-    for alert in reads.alerts:
-        i = entity.get(alert.target)
-        at = alert.at
-        if i is not None and at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
-            alerts[i, k] += 1
+        anomalies.setdefault(i, []).append((score, metric, at, a.value))
+    if cells:
+        i_, k_, g_ = np.array(cells).T
+        # The largest score per cell, as max() over the rows gave it: np.fmax keeps the current value against a NaN
+        # score, as max(current, nan) does, and starts from the block's zeros.
+        np.fmax.at(anom, (i_, k_, g_), np.array(scores))
+        np.add.at(anom_count, (i_, k_), 1)
+    alert_cells = [(i, min((at - since) // step, last)) for alert in reads.alerts
+                   if (i := entity.get(alert.target)) is not None and (at := alert.at) is not None
+                   and window.contains(at)]
+    if alert_cells:
+        np.add.at(alerts, tuple(np.array(alert_cells).T), 1)
     # Summed per slice by the store (see GraphStore.log_slices and IncidentReads.traffic; traffic: services only).
     for rows, source, fields in (
         (("log_total", "log_errors", "new_tpl", "new_tpl_errors"), reads.logs,
