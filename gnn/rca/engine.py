@@ -22,7 +22,7 @@ from gnn.rca.features import FeatureConfig, IncidentGraph, extract_incident, pro
 from gnn.rca.model import RcaGnn
 from rules.engine import Firing, RulesEngine
 from rules.ops import AlertGroup, OpsRulesConfig, candidate_ruleset, group_alerts, register_ops_rules
-from schema.store import GraphStore, NodeRef, TimeWindow
+from schema.store import GraphStore, Node, NodeRef, TimeWindow
 
 METHODS: tuple[str, ...] = ("gnn", "rules", *BASELINES)
 _ANALYZE_SECONDS = Histogram("sleuth_rca_analyze_seconds", "Root-cause analysis time (extraction + ranking)",
@@ -77,13 +77,14 @@ class RcaEngine:
         self._registered = False  # rulesets are registered on first use (no work in the constructor)
 
     def analyze(self, anchor: NodeRef, window: TimeWindow | None = None, top_k: int = 5,
-                method: str | None = None) -> RcaResult:
-        """Ranked candidates for the incident around ``anchor`` (an Alert, Service, Instance or Host)."""
+                method: str | None = None, node: Node | None = None) -> RcaResult:
+        """Ranked candidates for the incident around ``anchor`` (an Alert, Service, Instance or Host). ``node``: the
+        anchor's node when the caller has just read it (saves reading it again)."""
         started = time.perf_counter()
         method = method or self.config.method
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        graph = extract_incident(self.store, anchor, window, self.config.features)
+        graph = extract_incident(self.store, anchor, window, self.config.features, node)
         if isinstance(graph, str):
             return RcaResult([], method, graph, latency_ms=(time.perf_counter() - started) * 1000)
         result = self.rank(graph, top_k, method)

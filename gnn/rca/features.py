@@ -24,6 +24,7 @@ import torch
 from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
+    Node,
     NodeRef,
     Rel,
     TimeWindow,
@@ -162,9 +163,11 @@ class Anchor:
 
 
 def resolve_anchor(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
-                   config: FeatureConfig) -> Anchor:
-    """Map an anchor (Alert, Service, Instance or Host) to the symptom service and a reference time."""
-    node = store.get_node(anchor)
+                   config: FeatureConfig, node: Node | None = None) -> Anchor:
+    """Map an anchor (Alert, Service, Instance or Host) to the symptom service and a reference time. ``node`` is the
+    anchor's node when the caller has just read it (it is read here otherwise)."""
+    if node is None or node.ref != anchor:
+        node = store.get_node(anchor)
     if node is None:
         return Anchor(None, None, f"anchor {anchor.label}:{anchor.key} is not in the graph")
     ref_time: datetime | None = None
@@ -209,10 +212,11 @@ def default_window(reference_time: datetime, config: FeatureConfig) -> TimeWindo
 
 
 def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
-                     config: FeatureConfig | None = None) -> IncidentGraph | str:
-    """Build the incident graph, or return the reason why there is nothing to analyse (never raises on data)."""
+                     config: FeatureConfig | None = None, node: Node | None = None) -> IncidentGraph | str:
+    """Build the incident graph, or return the reason why there is nothing to analyse (never raises on data).
+    ``node``: the anchor's node, when the caller has just read it (see :func:`resolve_anchor`)."""
     cfg = config or FeatureConfig()
-    resolved = resolve_anchor(store, anchor, window, cfg)
+    resolved = resolve_anchor(store, anchor, window, cfg, node)
     if resolved.service is None or resolved.reference_time is None:
         return resolved.reason
     ref_time = resolved.reference_time
