@@ -566,7 +566,7 @@ def _relative(x: np.ndarray) -> None:
         ref_slices = half & seen
         if not ref_slices.any():
             ref_slices = half
-        base = np.median(x[ref_slices][:, :, src], axis=0)  # [N, len(src)]
+        base = np.median(x[:, :, src][ref_slices], axis=0)  # [N, len(src)] (the columns first: a smaller copy)
         rel = x[:, :, src] - base[None, :, :]
         rel[~seen] = 0.0
         x[:, :, dst] = rel
