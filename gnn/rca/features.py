@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, overload
 
 import numpy as np
@@ -461,7 +462,9 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
         if found:
             nodes = [i for i, _ in found]
             for row, name in zip(rows, fields, strict=True):
-                series[_SERIES_ROW[row], nodes] = [getattr(value, name) for _, value in found]
+                series[_SERIES_ROW[row], nodes] = np.fromiter(
+                    chain.from_iterable(getattr(value, name) for _, value in found), np.float64, len(found) * T,
+                ).reshape(len(found), T)
     return SignalTable(anom, series, first_anomaly, anomalies)
 
 
