@@ -140,10 +140,37 @@ class RulesEngine:
         return results
 
 
+#: Per ruleset name (equal names mean equal rules, see :attr:`Rule.condition`): the field every rule's condition
+#: requires to equal some text, and the rules by that text; ``None`` when the rules do not share one.
+_SCREENS: dict[str, tuple[str, dict[str, tuple[Rule, ...]]] | None] = {}
+
+
+def _screen(ruleset: Ruleset) -> tuple[str, dict[str, tuple[Rule, ...]]] | None:
+    """How :func:`_rejected` narrows a ruleset to the rules a fact can match: when every condition offers
+    ``requires()`` (``rules.ops.AllOf`` does) and all of them name one field (the ops rules test ``kind``), a fact
+    whose field holds some text can only match the rules that require that text."""
+    if ruleset.name in _SCREENS:
+        return _SCREENS[ruleset.name]
+    needs = [getattr(rule.condition, "requires", lambda: None)() for rule in ruleset.rules]
+    screen: tuple[str, dict[str, tuple[Rule, ...]]] | None = None
+    if needs and all(need is not None for need in needs) and len({need[0] for need in needs}) == 1:
+        by_text: dict[str, tuple[Rule, ...]] = {}
+        for rule, (_, text) in zip(ruleset.rules, needs, strict=True):
+            by_text[text] = (*by_text.get(text, ()), rule)
+        screen = (needs[0][0], by_text)
+    _SCREENS[ruleset.name] = screen
+    return screen
+
+
 def _rejected(ruleset: Ruleset, fact: Mapping[str, Any]) -> bool:
     """Whether every rule's condition rejects ``fact`` for certain: a condition may offer ``rejects(fact)``, true
-    only when durable-rules would not match it either (``rules.ops.AllOf`` does); one without it never rejects."""
-    for rule in ruleset.rules:
+    only when durable-rules would not match it either (``rules.ops.AllOf`` does); one without it never rejects.
+    Rules whose required text (see :func:`_screen`) the fact does not hold reject it without being asked."""
+    rules = ruleset.rules
+    screen = _screen(ruleset)
+    if screen is not None and type(got := fact.get(screen[0])) is str:
+        rules = screen[1].get(got, ())
+    for rule in rules:
         rejects = getattr(rule.condition, "rejects", None)
         if rejects is None or not rejects(fact):
             return False

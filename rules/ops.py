@@ -81,6 +81,14 @@ class AllOf:
             expr = test if expr is None else expr & test
         return expr
 
+    def requires(self) -> tuple[str, str] | None:
+        """The first test that needs a field to equal some text, as ``(field, text)``, or ``None``: a fact whose field
+        holds other text is rejected by that test alone (:func:`rules.engine._rejected` sorts facts by it)."""
+        for name, op, value in self.tests:
+            if op == "==" and type(value) is str:
+                return name, value
+        return None
+
     def rejects(self, fact: Mapping[str, Any]) -> bool:
         """Whether some test certainly fails on ``fact``: its field holds a number compared with a number, or text
         with text, and the comparison is false (other types, bools and missing fields are left to durable-rules).

@@ -68,7 +68,7 @@ class RcaAnalyzer:
         self._engine = engine
 
     def analyze(self, query: RootCauseQuery) -> pb.AnalyzeResponse:
-        anchor = query.anchor
+        anchor, node = query.anchor, query.node
         incident_id = ""
         if anchor.label == "Incident":
             # An incident is analysed from the alerts it groups (the first one anchors the subgraph).
@@ -78,6 +78,6 @@ class RcaAnalyzer:
                 return pb.AnalyzeResponse(incident_id=incident_id, explanation="the incident groups no alerts")
             # Its first alert, as the incident detector analyses it.
             first = min(alerts, key=lambda h: (h.node.props.get("at") or _NEVER, h.node.key))
-            anchor = first.node.ref
-        result = self._engine.analyze(anchor, query.window, query.top_k, method=query.method or None)
+            anchor, node = first.node.ref, None
+        result = self._engine.analyze(anchor, query.window, query.top_k, method=query.method or None, node=node)
         return result_to_pb(result, incident_id)

@@ -25,7 +25,7 @@ from ingest.findings import finding_from_node
 from schema.findings import ENTITY_LABELS, Evidence
 from schema.proto.sleuth.v1 import sleuth_pb2 as pb
 from schema.proto.sleuth.v1 import sleuth_pb2_grpc as pb_grpc
-from schema.store import GraphStore, NodeRef, TimeWindow
+from schema.store import GraphStore, Node, NodeRef, TimeWindow
 from server.convert import evidence_to_pb, finding_to_pb, from_timestamp, to_timestamp, transaction_from_pb
 from server.hub import FindingHub, WatchFilter
 
@@ -52,6 +52,8 @@ class RootCauseQuery:
     window: TimeWindow
     top_k: int
     method: str
+    #: The anchor's node as the server read it to validate the request (the analyzer need not read it again).
+    node: Node | None = None
 
 
 class RootCauseAnalyzer(Protocol):
@@ -215,7 +217,7 @@ class RootCauseService(pb_grpc.RootCauseServicer):
         if methods is not None and request.method not in methods:
             known = ", ".join(m for m in methods if m)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown method {request.method!r}; one of {known}")
-        query = RootCauseQuery(NodeRef(label, key), TimeWindow(since, until), top_k, request.method)
+        query = RootCauseQuery(NodeRef(label, key), TimeWindow(since, until), top_k, request.method, node)
         response = await _call(context, lambda: self._analyzer.analyze(query))
         response.elapsed_ms = (time.perf_counter() - started) * 1000
         return response

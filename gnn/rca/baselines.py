@@ -21,7 +21,10 @@ BASELINES: tuple[str, ...] = ("baro", "pagerank", "earliest")
 
 
 def _node_anomaly(graph: IncidentGraph) -> np.ndarray:
-    return np.array([float(s.anom.max()) if s.anom.size else 0.0 for s in graph.signals])
+    anom = graph.signals.anom  # [N, T, groups]
+    if not anom.size:
+        return np.zeros(anom.shape[0])
+    return anom.reshape(anom.shape[0], -1).max(axis=1)
 
 
 def _change_targets(graph: IncidentGraph) -> dict[int, int]:

@@ -22,7 +22,7 @@ from gnn.rca.features import FeatureConfig, IncidentGraph, extract_incident, pro
 from gnn.rca.model import RcaGnn
 from rules.engine import Firing, RulesEngine
 from rules.ops import AlertGroup, OpsRulesConfig, candidate_ruleset, group_alerts, register_ops_rules
-from schema.store import GraphStore, NodeRef, TimeWindow
+from schema.store import GraphStore, Node, NodeRef, TimeWindow
 
 METHODS: tuple[str, ...] = ("gnn", "rules", *BASELINES)
 _ANALYZE_SECONDS = Histogram("sleuth_rca_analyze_seconds", "Root-cause analysis time (extraction + ranking)",
@@ -77,13 +77,14 @@ class RcaEngine:
         self._registered = False  # rulesets are registered on first use (no work in the constructor)
 
     def analyze(self, anchor: NodeRef, window: TimeWindow | None = None, top_k: int = 5,
-                method: str | None = None) -> RcaResult:
-        """Ranked candidates for the incident around ``anchor`` (an Alert, Service, Instance or Host)."""
+                method: str | None = None, node: Node | None = None) -> RcaResult:
+        """Ranked candidates for the incident around ``anchor`` (an Alert, Service, Instance or Host). ``node``: the
+        anchor's node when the caller has just read it (saves reading it again)."""
         started = time.perf_counter()
         method = method or self.config.method
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        graph = extract_incident(self.store, anchor, window, self.config.features)
+        graph = extract_incident(self.store, anchor, window, self.config.features, node)
         if isinstance(graph, str):
             return RcaResult([], method, graph, latency_ms=(time.perf_counter() - started) * 1000)
         result = self.rank(graph, top_k, method)
@@ -162,9 +163,9 @@ class RcaEngine:
 
 def has_telemetry(graph: IncidentGraph) -> bool:
     """Whether anything observable happened in the window (otherwise there is nothing to rank)."""
-    return any(
-        s.anom.any() or s.log_total.any() or s.alerts.any() or s.changes.any() for s in graph.signals
-    )
+    signals = graph.signals
+    return bool(signals.anom.any() or signals.of("log_total").any() or signals.of("alerts").any()
+                or signals.of("changes").any())
 
 
 def _display_scores(scores: np.ndarray, method: str) -> np.ndarray:
@@ -192,12 +193,11 @@ def candidate_facts(graph: IncidentGraph) -> list[dict[str, Any]]:
     hosted: dict[int, list[int]] = {}
     for i, h in graph.edges["runs_on"].t().tolist():
         hosted.setdefault(int(h), []).append(int(i))
-    alerted = {i for i, s in enumerate(graph.signals) if s.alerts.any()}
+    alerted = set(np.flatnonzero(graph.signals.of("alerts").any(axis=1)).tolist())
     storm = len([i for i in alerted if graph.kinds[i] == "service"])
     # Each node's largest score per metric group over the window, at once (scores are never below zero, so
     # this is the per-node ``max(initial=0)`` of before, exactly).
-    peak = (np.stack([s.anom for s in graph.signals]).max(axis=1, initial=0.0).tolist() if graph.n
-            else [])  # [N][groups]
+    peak = graph.signals.anom.max(axis=1, initial=0.0).tolist() if graph.n else []  # [N][groups]
     facts: list[dict[str, Any]] = []
     for i in range(graph.n):
         kind = graph.kinds[i]

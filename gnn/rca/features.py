@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import chain
+from typing import Any, overload
 
 import numpy as np
 import torch
 
-from schema.incident import Signal, concurrently, read_around
+from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
-    LogSlices,
+    Node,
     NodeRef,
     Rel,
     TimeWindow,
-    TrafficSlices,
     slice_count,
     slice_index,
 )
@@ -121,7 +121,8 @@ class IncidentGraph:
     reference_time: datetime
     window: TimeWindow
     slices: list[datetime]
-    signals: list[NodeSignals]
+    #: Per-node signals (see :class:`SignalTable`: blocks over all nodes, and one NodeSignals per node on access).
+    signals: SignalTable
     #: Index of the owning service (self for services, the target service for changes, -1 for hosts).
     service_of: list[int]
     #: CALLS adjacency among node indices (caller -> callees).
@@ -163,9 +164,11 @@ class Anchor:
 
 
 def resolve_anchor(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
-                   config: FeatureConfig) -> Anchor:
-    """Map an anchor (Alert, Service, Instance or Host) to the symptom service and a reference time."""
-    node = store.get_node(anchor)
+                   config: FeatureConfig, node: Node | None = None) -> Anchor:
+    """Map an anchor (Alert, Service, Instance or Host) to the symptom service and a reference time. ``node`` is the
+    anchor's node when the caller has just read it (it is read here otherwise)."""
+    if node is None or node.ref != anchor:
+        node = store.get_node(anchor)
     if node is None:
         return Anchor(None, None, f"anchor {anchor.label}:{anchor.key} is not in the graph")
     ref_time: datetime | None = None
@@ -210,10 +213,11 @@ def default_window(reference_time: datetime, config: FeatureConfig) -> TimeWindo
 
 
 def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | None,
-                     config: FeatureConfig | None = None) -> IncidentGraph | str:
-    """Build the incident graph, or return the reason why there is nothing to analyse (never raises on data)."""
+                     config: FeatureConfig | None = None, node: Node | None = None) -> IncidentGraph | str:
+    """Build the incident graph, or return the reason why there is nothing to analyse (never raises on data).
+    ``node``: the anchor's node, when the caller has just read it (see :func:`resolve_anchor`)."""
     cfg = config or FeatureConfig()
-    resolved = resolve_anchor(store, anchor, window, cfg)
+    resolved = resolve_anchor(store, anchor, window, cfg, node)
     if resolved.service is None or resolved.reference_time is None:
         return resolved.reason
     ref_time = resolved.reference_time
@@ -270,17 +274,10 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
         change_edges.append((c, index[change.target]))
     inst_edges, host_edges, change_edges = sorted(set(inst_edges)), sorted(set(host_edges)), sorted(set(change_edges))
 
-    # 3. Signals of every candidate: anomalies, alerts and log template counts.
-    anomalies = _by_target(reads.anomalies)
-    alerts = _by_target(reads.alerts)
-    # One block per signal for all nodes; each node's NodeSignals holds views into them.
-    anom_block = np.zeros((len(refs), n_slices, N_METRIC_GROUPS))
-    series_block = np.zeros((len(_SERIES), len(refs), n_slices))
-    signals = [
-        _signals(ref, window, slices, cfg, change_at.get(i), anomalies.get(ref, ()), alerts.get(ref, ()),
-                 reads.logs.get(ref), reads.traffic.get(ref), anom_block[i], series_block[:, i])
-        for i, ref in enumerate(refs)
-    ]
+    # 3. Signals of every candidate: anomalies, alerts and log template counts, into one block per signal for all
+    #    nodes (each node's NodeSignals, built when asked for, holds views into them).
+    signals = _signal_table(refs, index, window, cfg, change_at, reads)
+    anom_block, series_block = signals.anom, signals.series
 
     service_of = [-1] * len(refs)
     for i, ref in enumerate(refs):
@@ -351,63 +348,124 @@ def _slice_of(at: datetime, window: TimeWindow, cfg: FeatureConfig, n: int) -> i
     return min(slice_index(at, window.since, 60 * cfg.slice_minutes), n - 1)
 
 
-def _by_target(signals: list[Signal]) -> dict[NodeRef, list[Signal]]:
-    grouped: dict[NodeRef, list[Signal]] = {}
-    for s in signals:
-        grouped.setdefault(s.target, []).append(s)
-    return grouped
-
-
 #: The per-slice series of :class:`NodeSignals` besides ``anom``, in the order of the extraction's series block.
 _SERIES: tuple[str, ...] = ("anom_count", "log_errors", "log_total", "new_tpl", "new_tpl_errors", "changes", "alerts",
                             "calls_in", "duration_in_ms", "errors_in", "calls_out")
+_SERIES_ROW = {name: k for k, name in enumerate(_SERIES)}
+#: One anomaly on a node: score, metric, time and value (:attr:`NodeSignals.top_anomalies` rounds the score).
+_AnomalyRow = tuple[float, str, datetime, Any]
 
 
-def _signals(ref: NodeRef, window: TimeWindow, slices: list[datetime], cfg: FeatureConfig,
-             change_at: datetime | None, anomalies: Sequence[Signal], alerts: Sequence[Signal],
-             logs: LogSlices | None, traffic: TrafficSlices | None, anom: np.ndarray,
-             series: np.ndarray) -> NodeSignals:
-    """Per-slice signals of one candidate from the anomalies, alerts, log slices and traffic read on it (all inside
-    the window), filled into ``anom`` [T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), T] (zeros; kept as the
-    signals' arrays)."""
-    T = len(slices)
-    sig = NodeSignals(anom, *series)
-    if ref.label == "Change":
-        if change_at is not None and (k := _slice_of(change_at, window, cfg, T)) is not None:
-            sig.changes[k] += 1
-        return sig
-    top: list[tuple[float, str, datetime, Any]] = []
-    for a in anomalies:
+class SignalTable(Sequence[NodeSignals]):
+    """The :class:`NodeSignals` of every node of an incident graph, kept as blocks over all nodes.
+
+    ``anom`` is [N, T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), N, T]; ``table[i]`` is node i's
+    :class:`NodeSignals` (views into the blocks), built on first access. Readers that look at every node (features,
+    rule facts, baselines) read the blocks instead of N objects."""
+
+    def __init__(self, anom: np.ndarray, series: np.ndarray, first_anomaly: dict[int, datetime],
+                 anomalies: dict[int, list[_AnomalyRow]]) -> None:
+        self.anom = anom
+        self.series = series
+        self._first_anomaly = first_anomaly
+        self._anomalies = anomalies
+        self._built: dict[int, NodeSignals] = {}
+
+    def of(self, name: str) -> np.ndarray:
+        """One series of :data:`_SERIES` (a :class:`NodeSignals` field name) for all nodes: [N, T]."""
+        return self.series[_SERIES_ROW[name]]
+
+    def __len__(self) -> int:
+        return self.anom.shape[0]
+
+    @overload
+    def __getitem__(self, i: int) -> NodeSignals: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[NodeSignals]: ...
+
+    def __getitem__(self, i: int | slice) -> NodeSignals | list[NodeSignals]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        built = self._built.get(i)
+        if built is None:
+            rounded = [(round(score, 2), metric, at, value) for score, metric, at, value in self._anomalies.get(i, ())]
+            top = sorted(rounded, key=lambda item: -item[0])  # stable: equal (rounded) scores keep the order read
+            built = self._built[i] = NodeSignals(
+                self.anom[i], *self.series[:, i], first_anomaly=self._first_anomaly.get(i),
+                top_anomalies=[{"metric": metric, "at": at.isoformat(), "score": score, "value": value}
+                               for score, metric, at, value in top[:5]])
+        return built
+
+    def __iter__(self) -> Iterator[NodeSignals]:
+        return (self[i] for i in range(len(self)))
+
+
+def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWindow, cfg: FeatureConfig,
+                  change_at: dict[int, datetime], reads: IncidentReads) -> SignalTable:
+    """Per-slice signals of every node from the anomalies, alerts, log slices and traffic read on them (all inside
+    the window) and the changes' times. Rows are taken one by one in the order read (a node's slices add up in
+    that order, as they did per node), never a loop over nodes."""
+    assert window.since is not None
+    N, T = len(refs), slice_count(window, 60 * cfg.slice_minutes)
+    anom = np.zeros((N, T, N_METRIC_GROUPS))
+    series = np.zeros((len(_SERIES), N, T))
+    changes, alerts, anom_count = (series[_SERIES_ROW[name]] for name in ("changes", "alerts", "anom_count"))
+    for c, at in change_at.items():
+        if (k := _slice_of(at, window, cfg, T)) is not None:
+            changes[c, k] += 1
+    # Change nodes carry only their own time; every other signal is on services, instances and hosts.
+    entity = {ref: i for ref, i in index.items() if ref.label != "Change"}
+    first_anomaly: dict[int, datetime] = {}
+    anomalies: dict[int, list[_AnomalyRow]] = {}
+    threshold = cfg.anomaly_threshold
+    # The slice of a time as _slice_of gives it, inline (a call per row cost more than the rest of the row).
+    since, step, last = window.since, timedelta(seconds=60 * cfg.slice_minutes), T - 1
+    cells: list[tuple[int, int, int]] = []  # (node, slice, metric group) per anomaly in the window
+    scores: list[float] = []
+    for a in reads.anomalies:
+        i = entity.get(a.target)
         at = a.at
-        k = _slice_of(at, window, cfg, T) if at is not None else None
-        if k is None:
+        if i is None or at is None or not window.contains(at):
             continue
+        k = min((at - since) // step, last)
         score = float(a.score or 0.0)
         metric = "" if a.metric is None else str(a.metric)
-        g = _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)
-        sig.anom[k, g] = max(sig.anom[k, g], score)
-        sig.anom_count[k] += 1
-        if score >= cfg.anomaly_threshold and (sig.first_anomaly is None or at < sig.first_anomaly):
-            sig.first_anomaly = at
-        top.append((round(score, 2), metric, at, a.value))
-    top.sort(key=lambda item: -item[0])  # stable: equal scores keep the order read
-    sig.top_anomalies = [{"metric": metric, "at": at.isoformat(), "score": score, "value": value}
-                         for score, metric, at, value in top[:5]]
-    for alert in alerts:
-        at = alert.at
-        if at is not None and (k := _slice_of(at, window, cfg, T)) is not None:
-            sig.alerts[k] += 1
-    if logs is not None:  # summed per slice by the store (see GraphStore.log_slices)
-        sig.log_total[:] = logs.total
-        sig.log_errors[:] = logs.errors
-        sig.new_tpl[:] = logs.new_total
-        sig.new_tpl_errors[:] = logs.new_errors
-    if traffic is not None:  # services only, summed per slice by the store (see IncidentReads.traffic)
-        sig.calls_in[:] = traffic.calls_in
-        sig.duration_in_ms[:] = traffic.duration_in_ms
-        sig.errors_in[:] = traffic.errors_in
-        sig.calls_out[:] = traffic.calls_out
-    return sig
+        cells.append((i, k, _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)))
+        scores.append(score)
+        if score >= threshold and ((first := first_anomaly.get(i)) is None or at < first):
+            first_anomaly[i] = at
+        anomalies.setdefault(i, []).append((score, metric, at, a.value))
+    if cells:
+        i_, k_, g_ = np.array(cells).T
+        # The largest score per cell, as max() over the rows gave it: np.fmax keeps the current value against a NaN
+        # score, as max(current, nan) does, and starts from the block's zeros.
+        np.fmax.at(anom, (i_, k_, g_), np.array(scores))
+        np.add.at(anom_count, (i_, k_), 1)
+    alert_cells = [(i, min((at - since) // step, last)) for alert in reads.alerts
+                   if (i := entity.get(alert.target)) is not None and (at := alert.at) is not None
+                   and window.contains(at)]
+    if alert_cells:
+        np.add.at(alerts, tuple(np.array(alert_cells).T), 1)
+    # Summed per slice by the store (see GraphStore.log_slices and IncidentReads.traffic; traffic: services only).
+    for rows, source, fields in (
+        (("log_total", "log_errors", "new_tpl", "new_tpl_errors"), reads.logs,
+         ("total", "errors", "new_total", "new_errors")),
+        (("calls_in", "duration_in_ms", "errors_in", "calls_out"), reads.traffic,
+         ("calls_in", "duration_in_ms", "errors_in", "calls_out")),
+    ):
+        found = [(i, value) for ref, value in source.items() if (i := entity.get(ref)) is not None]
+        if found:
+            nodes = [i for i, _ in found]
+            for row, name in zip(rows, fields, strict=True):
+                series[_SERIES_ROW[row], nodes] = np.fromiter(
+                    chain.from_iterable(getattr(value, name) for _, value in found), np.float64, len(found) * T,
+                ).reshape(len(found), T)
+    return SignalTable(anom, series, first_anomaly, anomalies)
 
 
 def _features(refs: list[NodeRef], kinds: list[str], anom_block: np.ndarray, series_block: np.ndarray, symptom: int,
@@ -511,7 +569,7 @@ def _relative(x: np.ndarray) -> None:
         ref_slices = half & seen
         if not ref_slices.any():
             ref_slices = half
-        base = np.median(x[ref_slices][:, :, src], axis=0)  # [N, len(src)]
+        base = np.median(x[:, :, src][ref_slices], axis=0)  # [N, len(src)] (the columns first: a smaller copy)
         rel = x[:, :, src] - base[None, :, :]
         rel[~seen] = 0.0
         x[:, :, dst] = rel

@@ -402,13 +402,18 @@ def _incident(hops: int, traffic: bool) -> str:
     entity_key = "n[$label_keys[head(labels(n))]]"
 
     def signals(rel_type: str, far: NodeSpec, props: tuple[str, ...], name: str) -> str:
+        # The event nodes of the window first (range index on their time: window_basis filters these relationships
+        # on the far node's time, and the statement always has both ends), then those on the entities: bounded by
+        # the events of the window, where expanding from each entity reads every event it ever had (its whole
+        # retained history) and drops those outside the window.
+        basis, prop = window_basis(rel_type, "in")
+        assert (basis, prop) == ("far", far.time_prop), (rel_type, basis, prop)
         values = ", ".join(f"m.{p}" for p in props)
         return (
             "CALL (entities) {\n"
-            "  UNWIND entities AS n\n"
-            f"  MATCH (n)<-[r:{rel_type}]-(m:{far.label})\n"
-            f"  {_window_condition(rel_type, 'in')}"
-            f"  RETURN collect([head(labels(n)), {entity_key}, m.{far.key}, {_epoch('m.' + str(far.time_prop))}"
+            f"  MATCH (m:{far.label}) WHERE m.{prop} >= $since AND m.{prop} < $until\n"
+            f"  MATCH (m)-[r:{rel_type}]->(n) WHERE n IN entities\n"
+            f"  RETURN collect([head(labels(n)), {entity_key}, m.{far.key}, {_epoch('m.' + str(prop))}"
             f"{', ' + values if values else ''}]) AS {name}\n"
             "}\n"
         )

@@ -491,29 +491,38 @@ class Neo4jGraphStore:
                  for a, b, c, e in sorted(record["calls"], key=lambda row: (row[0], row[1]))]
         position = {r.key: i for i, r in enumerate(services)}
         instance_rows = sorted(record["instances"], key=lambda row: (position[row[1]], row[0]))
-        instances = [(NodeRef("Instance", i), svc[s]) for i, s in instance_rows]
-        inst_order = {ref: k for k, ref in enumerate(dict.fromkeys(i for i, _ in instances))}
-        hosts = sorted(((NodeRef("Instance", i), NodeRef("Host", h)) for i, h in record["hosts"]),
-                       key=lambda pair: (inst_order[pair[0]], pair[1].key))
-        entity_order = {ref: k for k, ref in enumerate(dict.fromkeys(
-            [*services, *inst_order, *(h for _, h in hosts)]))}
+        # One NodeRef per entity, looked up by (label, key) (a plain tuple hashes in C, a NodeRef in Python); rows
+        # name entities by label and key.
+        ref_of: dict[tuple[str, str], NodeRef] = {(r.label, r.key): r for r in services}
+
+        def ref(label: str, key: str) -> NodeRef:
+            found = ref_of.get((label, key))
+            if found is None:
+                found = ref_of[label, key] = NodeRef(label, key)
+            return found
+
+        instances = [(ref("Instance", i), svc[s]) for i, s in instance_rows]
+        inst_order = {key: k for k, key in enumerate(dict.fromkeys(i for i, _ in instance_rows))}
+        host_rows = sorted(record["hosts"], key=lambda row: (inst_order[row[0]], row[1]))
+        hosts = [(ref("Instance", i), ref("Host", h)) for i, h in host_rows]
+        entities = list(dict.fromkeys([*services, *(i for i, _ in instances), *(h for _, h in hosts)]))
+        entity_order = {(r.label, r.key): k for k, r in enumerate(entities)}
 
         def signals(rows: list[list[Any]]) -> list[Signal]:
-            out = [Signal(NodeRef(label, key), far_key, _epoch_time(at), *rest)
-                   for label, key, far_key, at, *rest in rows]
-            out.sort(key=lambda s: (entity_order[s.target], s.key))
-            return out
+            # Sorted by entity and the far node's key first, then made (the order sorting the signals gave).
+            rows = sorted(rows, key=lambda row: (entity_order[row[0], row[1]], row[2]))
+            return [Signal(ref(label, key), far_key, _epoch_time(at), *rest) for label, key, far_key, at, *rest in rows]
 
-        changes = [Signal(NodeRef(label, key), change_key, _epoch_time(at), metric=kind)
-                   for label, key, change_key, at, kind in record["changes"]]
-        changes.sort(key=lambda s: (entity_order[s.target], s.key))
+        changes = [Signal(ref(label, key), change_key, _epoch_time(at), metric=kind)
+                   for label, key, change_key, at, kind in
+                   sorted(record["changes"], key=lambda row: (entity_order[row[0], row[1]], row[2]))]
 
         fresh: dict[NodeRef, list[list[Any]]] = {}  # one row per emitter and slice
         for label, key, k, new_total, new_errors in record["fresh"]:
-            fresh.setdefault(NodeRef(label, key), []).append([k, new_total, new_errors])
+            fresh.setdefault(ref(label, key), []).append([k, new_total, new_errors])
         logs = _log_sums(
-            list(entity_order)[:len(services) + len(inst_order)], n, since_us, until_us, slice_seconds,
-            ((NodeRef(label, key), hour * 1_000_000, offsets, block_count, block_errors)
+            entities[:len(services) + len(inst_order)], n, since_us, until_us, slice_seconds,
+            ((ref(label, key), hour * 1_000_000, offsets, block_count, block_errors)
              for label, key, hour, offsets, block_count, block_errors in record["rollups"]),
             fresh.items(),
         )

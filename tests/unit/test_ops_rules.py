@@ -95,3 +95,36 @@ def test_alert_storm_grouped_along_topology(engine: RulesEngine) -> None:
     storm = groups[0].firings[0]
     assert storm.rule == "alert_storm"
     assert storm.evidence == {"group": 0, "alerts": 3, "services": 3, "span_minutes": 2.0, "first_alert": "a3"}
+
+
+def test_screened_rejection_agrees_with_asking_every_rule(engine: RulesEngine) -> None:
+    """Facts are screened by the text every candidate rule requires (``kind``); the answer is the one that asking
+    every rule's ``rejects`` gives, and a fact that can fire is never rejected."""
+    from rules.engine import _rejected, _screen
+
+    ruleset = candidate_ruleset(CFG)
+    screen = _screen(ruleset)
+    assert screen is not None and screen[0] == "kind"
+    assert {text: [r.name for r in rules] for text, rules in screen[1].items()} == {
+        "change": ["change_before_onset"], "host": ["host_down_fanout", "host_degraded_fanout"],
+        "instance": ["cpu_saturation", "memory_saturation"], "service": ["deepest_alert"]}
+    assert _screen(storm_ruleset(CFG)) is None  # its rules require no text: every rule is asked
+
+    facts = [
+        _change(5, 9.0), _change(500, 9.0),
+        {"kind": "host", "name": "h1", "instances_total": 4, "instances_down": 4, "down_fraction": 1.0,
+         "instances_degraded": 0, "degraded_fraction": 0.0, "services_hit": "a"},
+        {"kind": "host", "name": "h2", "instances_total": 4, "instances_down": 0, "down_fraction": 0.0,
+         "instances_degraded": 0, "degraded_fraction": 0.0, "services_hit": "-"},
+        {"kind": "instance", "name": "i", "cpu_score": 30.0, "memory_score": 0.0, "impact_score": 12.0},
+        {"kind": "instance", "name": "j", "cpu_score": 0.0, "memory_score": 0.0, "impact_score": 0.0},
+        {"kind": "service", "name": "s", "alerted": 1, "alerted_callees": 0, "storm_alerts": 5},
+        {"kind": "service", "name": "t", "alerted": 0, "alerted_callees": 0, "storm_alerts": 5},
+        {"kind": "unknown", "name": "u"}, {"kind": 3, "name": "v"}, {"name": "w"},
+    ]
+    for fact in facts:
+        every_rule = all(getattr(r.condition, "rejects", None) is not None and r.condition.rejects(fact)
+                         for r in ruleset.rules)
+        assert _rejected(ruleset, fact) == every_rule, fact
+        if engine.evaluate(ruleset.name, fact):
+            assert not _rejected(ruleset, fact), fact

@@ -496,3 +496,65 @@ def test_span_traffic_is_read_only_when_the_feature_config_asks() -> None:
     assert torch.equal(on.x[:, :, :first], off.x[:, :, :first])  # and nothing else changes
     _, features, _ = load_checkpoint(SHIPPED)
     assert not features.traffic  # the shipped model does not read them, so the server does not pay for the read
+
+
+def test_signal_table_holds_each_nodes_signals() -> None:
+    """Signals are filled row by row into blocks over all nodes; a node's NodeSignals are views into them."""
+    store = _incident_store(with_change=True)
+    extra = GraphBatch()
+    # Into db's error cell of minute 0 (score 40 there): a lower score and a NaN score change neither the maximum
+    # nor the order of its top anomalies, but both count.
+    for key, score in (("db-low", 3.0), ("db-nan", float("nan"))):
+        extra.nodes.append(NodeRow("Anomaly", key, {"metric": "error_rate", "at": T0 + timedelta(seconds=30),
+                                                    "score": score, "value": 1.0}))
+        extra.rels.append(RelRow("ON", NodeRef("Anomaly", key), _svc("db"), first_seen=T0, last_seen=T0))
+    store.write(extra)
+    graph = extract_incident(store, ANCHOR, None, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    signals = graph.signals
+    assert len(signals) == graph.n and len(list(signals)) == graph.n
+    assert signals[-1] is signals[graph.n - 1] and signals[1:3] == [signals[1], signals[2]]
+    with pytest.raises(IndexError):
+        signals[graph.n]
+    since = graph.window.since
+    assert since is not None
+    k0 = int((T0 - since) // timedelta(minutes=2))  # minutes 0-1 are one slice, 2-3 the next, 4 the last
+    db = signals[graph.index("service", "db")]
+    assert np.shares_memory(db.anom, signals.anom) and np.shares_memory(db.alerts, signals.series)
+    error = 1  # the error metric group
+    assert db.anom[k0, error] == 40.0 and db.anom[k0 + 2, error] == 40.0
+    assert db.anom_count[k0] == 4 and db.anom_count[k0 + 1] == 2 and db.anom_count[k0 + 2] == 1
+    assert db.first_anomaly == T0
+    assert [a["score"] for a in db.top_anomalies] == [40.0] * 5
+    assert signals.anom.max() == 40.0 and not np.isnan(signals.anom).any()
+    web = signals[graph.index("service", "web")]
+    assert web.alerts.sum() == 1 and signals.of("alerts").sum() == 1
+    assert web.first_anomaly == T0 + timedelta(minutes=3)
+    change = signals[graph.index("change", "chg-db")]
+    assert change.changes.sum() == 1 and not change.anom.any()
+    cache = signals[graph.index("service", "cache")]
+    assert cache.first_anomaly is None and cache.top_anomalies == [] and not cache.anom.any()
+
+
+def test_analyze_reuses_the_anchor_node_it_is_given(rules_engine: RulesEngine) -> None:
+    """The gRPC server reads the anchor to validate a request; the engine does not read it again."""
+    store = _incident_store()
+    reads: list[NodeRef] = []
+    get_node = store.get_node
+
+    def counted(ref: NodeRef):  # noqa: ANN202 - the store's own signature
+        reads.append(ref)
+        return get_node(ref)
+
+    engine = RcaEngine(store, None, rules_engine)
+    node = store.get_node(ANCHOR)
+    store.get_node = counted  # type: ignore[method-assign]
+    given = engine.analyze(ANCHOR, None, 5, "rules", node=node)
+    assert reads == []
+    read = engine.analyze(ANCHOR, None, 5, "rules")
+    assert reads == [ANCHOR]
+    assert [(c.kind, c.name, c.score, c.evidence, c.path) for c in given.candidates] == [
+        (c.kind, c.name, c.score, c.evidence, c.path) for c in read.candidates]
+    # A node of another anchor is not used for this one.
+    engine.analyze(ANCHOR, None, 5, "rules", node=store.get_node(_svc("web")))
+    assert reads[-1] == ANCHOR
