@@ -147,8 +147,8 @@ _SCREENS: dict[str, tuple[str, dict[str, tuple[Rule, ...]]] | None] = {}
 
 def _screen(ruleset: Ruleset) -> tuple[str, dict[str, tuple[Rule, ...]]] | None:
     """How :func:`_rejected` narrows a ruleset to the rules a fact can match: when every condition offers
-    ``requires()`` (``rules.ops.AllOf`` does) and all of them name one field (the ops rules test ``kind``), a fact
-    whose field holds some text can only match the rules that require that text."""
+    ``requires()`` (``rules.conditions.AllOf`` does) and all of them name one field (the ops rules test
+    ``kind``), a fact whose field holds some text can only match the rules that require that text."""
     if ruleset.name in _SCREENS:
         return _SCREENS[ruleset.name]
     needs = [getattr(rule.condition, "requires", lambda: None)() for rule in ruleset.rules]
@@ -164,7 +164,7 @@ def _screen(ruleset: Ruleset) -> tuple[str, dict[str, tuple[Rule, ...]]] | None:
 
 def _rejected(ruleset: Ruleset, fact: Mapping[str, Any]) -> bool:
     """Whether every rule's condition rejects ``fact`` for certain: a condition may offer ``rejects(fact)``, true
-    only when durable-rules would not match it either (``rules.ops.AllOf`` does); one without it never rejects.
+    only when durable-rules would not match it either (``rules.conditions.AllOf`` does); one without it never rejects.
     Rules whose required text (see :func:`_screen`) the fact does not hold reject it without being asked."""
     rules = ruleset.rules
     screen = _screen(ruleset)

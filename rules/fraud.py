@@ -17,8 +17,8 @@ from dataclasses import astuple, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from rules.conditions import AllOf, AnyOf
 from rules.engine import Firing, Rule, RulesEngine, Ruleset
-from rules.ops import AllOf, AnyOf
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_facts_every_rule_rejects_up_front_fire_exactly_as_in_the_engine(engine:
     # AllOf conditions reject facts that certainly fail them before durable-rules sees them; the same rules
     # without that shortcut (plain lambdas) must fire identically on numbers, text, bools, ints against
     # floats, missing fields and values on the thresholds.
-    from rules.ops import AllOf
+    from rules.conditions import AllOf
 
     tests = (
         (("kind", "==", "host"), ("down", ">=", 2), ("fraction", ">=", 0.5)),
