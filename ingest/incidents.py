@@ -11,6 +11,9 @@ alert, the RCA engine analyses it from its first alert, and the detector writes:
   (a later analysis marks candidates it no longer ranks ``current: false``, keeping their history);
 * an ``incident`` finding (published for alerting and streamed to ``Findings.Watch``).
 
+Event time is the low watermark of the partitions the ops events come from (``ingest.watermark``): an
+incident is not analysed, or closed, while a lagging partition may still hold alerts of the same storm.
+
 Ids are deterministic (the first alert's fingerprint and start), so a replay MERGEs onto the same nodes.
 State is bounded: at most ``max_open`` incidents are tracked and closed ones are dropped.
 """
@@ -27,6 +30,7 @@ from gnn.rca.engine import Candidate, RcaEngine, RcaResult
 from ingest.batch import BatchBuilder
 from ingest.findings import add_finding
 from ingest.pipeline import Detection, Observed
+from ingest.watermark import LowWatermark
 from rules.engine import RulesEngine
 from rules.ops import OpsRulesConfig, group_fact, joins_group, register_ops_rules, storm_ruleset
 from schema.events import AlertEvent
@@ -49,6 +53,10 @@ class IncidentConfig:
     max_analyses: int = 3
     top_k: int = 5
     max_open: int = 1000
+    #: A partition silent for this many wall-clock seconds no longer holds event time back.
+    idle_partition_s: float = 30.0
+    #: Event time is at most this many seconds behind the newest event seen on any partition.
+    max_partition_lag_s: float = 600.0
     #: The storm window that groups alerts (and the ``alert_storm`` rule's thresholds).
     rules: OpsRulesConfig = field(default_factory=OpsRulesConfig)
 
@@ -88,6 +96,7 @@ class IncidentDetector:
         register_ops_rules(self._rules, self.config.rules)
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._seen_alerts: OrderedDict[str, str] = OrderedDict()  # fingerprint -> incident id
+        self._clock = LowWatermark(self.config.idle_partition_s, self.config.max_partition_lag_s)
         self._watermark: datetime | None = None
 
     @property
@@ -97,14 +106,19 @@ class IncidentDetector:
 
     def detect(self, events: Sequence[Observed], store: GraphStore) -> Detection:
         builder = BatchBuilder()
+        firing: list[AlertEvent] = []
         for item in events:
             event = item.event
             if event.type not in _OPS_TYPES:  # payments run on their own clock
                 continue
-            if self._watermark is None or event.at > self._watermark:
-                self._watermark = event.at
+            self._clock.observe((item.record.topic, item.record.partition), event.at)
             if isinstance(event, AlertEvent) and event.status == "firing":
-                self._place(event, store, builder)
+                firing.append(event)
+        # In event-time order: a batch holds its partitions one after another, and an alert placed before the
+        # earlier alerts that connect it to their storm would open an incident of its own.
+        for alert in sorted(firing, key=lambda a: (a.at, a.id)):
+            self._place(alert, store, builder)
+        self._watermark = self._clock.current()
         detection = Detection()
         if self._watermark is not None:
             for incident in list(self._open.values()):
@@ -113,7 +127,10 @@ class IncidentDetector:
                     if finding is not None:
                         detection.findings.append(finding)
                         add_finding(finding, builder)
-                if incident.id in self._open and self._closed(incident, self._watermark):
+            # Closed only once every due incident is analysed: one analysed later in this pass may have the
+            # same cause as one that is closing, and merges into it (``_same_cause``).
+            for incident in list(self._open.values()):
+                if self._closed(incident, self._watermark):
                     del self._open[incident.id]
         detection.annotations = builder.build()
         return detection

@@ -74,8 +74,11 @@ def build_detectors(settings: Settings, engine: RulesEngine, store: GraphStore) 
     if not checkpoint.is_file():
         log.warning("no fraud checkpoint at %s: transactions are scored by rules and the matcher only", checkpoint)
     fraud = load_detector(checkpoint if checkpoint.is_file() else None)
+    cfg = settings.incidents
     incidents = IncidentDetector(build_rca_engine(store, settings, engine),
-                                 IncidentConfig(settle_s=settings.incidents.settle_s, top_k=settings.incidents.top_k))
+                                 IncidentConfig(settle_s=cfg.settle_s, top_k=cfg.top_k,
+                                                idle_partition_s=cfg.idle_partition_s,
+                                                max_partition_lag_s=cfg.max_partition_lag_s))
     return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount)),
             FraudRingDetector(fraud), incidents]
 

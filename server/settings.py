@@ -87,6 +87,10 @@ class IncidentSettings(BaseModel):
     settle_s: float = 60.0
     #: Root-cause candidates written back per incident.
     top_k: int = 5
+    #: A partition that delivered nothing for this many wall-clock seconds stops holding event time back.
+    idle_partition_s: float = 30.0
+    #: Event time (the slowest partition's) stays at most this many seconds behind the newest event seen.
+    max_partition_lag_s: float = 600.0
 
 
 class GrpcSettings(BaseModel):

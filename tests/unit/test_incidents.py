@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gnn.rca.checkpoint import load_checkpoint
-from gnn.rca.engine import RcaConfig, RcaEngine
+from gnn.rca.engine import Candidate, RcaConfig, RcaEngine, RcaResult
 from gnn.rca.evaluate import DEFAULT_CHECKPOINT
 from ingest.batch import BatchBuilder
 from ingest.incidents import IncidentConfig, IncidentDetector, incident_id
@@ -19,7 +19,7 @@ from ingest.simulate.ops import OpsSimConfig, simulate_ops
 from ingest.store.memory import MemoryGraphStore
 from rules.engine import RulesEngine
 from rules.ops import OpsRulesConfig
-from schema.events import AlertEvent
+from schema.events import AlertEvent, LogEvent
 from schema.store import NodeRef
 
 T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
@@ -118,6 +118,78 @@ def test_alerts_group_along_the_call_graph_within_the_storm_window() -> None:
     assert _incident_of(store, "a-db") == _incident_of(store, "a-api") == first
     assert len({_incident_of(store, a.id) for a in alerts}) == 3
     assert store.get_node(NodeRef("Incident", first)).props["alerts"] == 2
+
+
+def _on(partition: int, events: list, offset: int) -> list[SourceRecord]:
+    return [SourceRecord("ops", partition, offset + i, e.model_dump_json().encode()) for i, e in enumerate(events)]
+
+
+def _lines(service: str, since: datetime, minutes: int) -> list[LogEvent]:
+    return [LogEvent(id=f"log-{service}-{m}", at=since + timedelta(minutes=m), service=service,
+                     message=f"served request batch {m}") for m in range(minutes + 1)]
+
+
+def test_a_lagging_partition_still_joins_its_storm() -> None:
+    """The alerts of one storm arrive on two partitions, one of them a quarter of an hour behind the other
+    (a backlog after a restart): the incident stays open on the slow partition's time (bounded by
+    ``max_partition_lag_s``) instead of being analysed and closed on the fast one's, so both alerts land in
+    one incident."""
+    store = MemoryGraphStore()
+    _topology(store)
+    detector = IncidentDetector(_engine(store), IncidentConfig(settle_s=60, rules=OpsRulesConfig(
+        storm_window_minutes=10)))
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    before = T0 - timedelta(minutes=1)
+    pipeline.process(_on(0, _lines("db", before, 0), 0) + _on(1, _lines("api", before, 0), 0))  # both are live
+    fast = [AlertEvent(id="a-db", at=T0, name="HighLatency", service="db"), *_lines("db", T0, 15)]
+    pipeline.process(_on(0, fast, 1))  # partition 0 is 15 minutes ahead: past settle and storm window
+    assert detector.open_incidents == [incident_id("a-db", T0)]  # still open: the slow partition is at T0
+    slow = [AlertEvent(id="a-api", at=T0 + timedelta(minutes=1), name="Errors", service="api"),
+            *_lines("api", T0, 15)]
+    pipeline.process(_on(1, slow, 1))
+    assert _incident_of(store, "a-db") == _incident_of(store, "a-api") == incident_id("a-db", T0)
+    assert store.count("Incident") == 1
+
+
+def test_alerts_of_one_batch_are_placed_in_event_time_order() -> None:
+    """A batch holds its partitions one after another: the alert on ``fe`` (partition 0) comes first in the
+    batch but last in time, and only the later-placed ``api`` alert connects it to ``db``'s."""
+    store = MemoryGraphStore()
+    _topology(store)
+    detector = IncidentDetector(_engine(store))
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    fe = AlertEvent(id="a-fe", at=T0 + timedelta(minutes=2), name="Errors", service="fe")
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    api = AlertEvent(id="a-api", at=T0 + timedelta(minutes=1), name="Errors", service="api")
+    pipeline.process(_on(0, [fe], 0) + _on(1, [db, api], 0))
+    assert _incident_of(store, "a-fe") == _incident_of(store, "a-db") == _incident_of(store, "a-api")
+    assert store.count("Incident") == 1
+
+
+class _SameCause:
+    """An RCA engine stand-in that names one host for every incident (the detector's merge logic alone)."""
+
+    def __init__(self, store: MemoryGraphStore) -> None:
+        self.store, self.rules_engine = store, RulesEngine()
+
+    def analyze(self, anchor: NodeRef, window=None, top_k: int = 5, **_) -> RcaResult:
+        return RcaResult([Candidate("host", "h9", 1.0, 1, [{"why": "stand-in"}], ["h9"])], "gnn")
+
+
+def test_incidents_analysed_and_closed_in_one_pass_still_merge_on_their_cause() -> None:
+    """Two unconnected services on one failing host alert together; a batch that carries event time far past
+    both incidents analyses and closes them in the same pass. The second names the same cause and merges
+    into the first, which must not have been dropped before it was compared."""
+    store = MemoryGraphStore()
+    detector = IncidentDetector(_SameCause(store))  # type: ignore[arg-type]
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    alerts = [AlertEvent(id="a-s1", at=T0, name="Down", service="s1"),
+              AlertEvent(id="a-s2", at=T0 + timedelta(seconds=20), name="Down", service="s2")]
+    pipeline.process(_records([*alerts, *_lines("s1", T0, 30)]))
+    assert detector.open_incidents == []
+    assert _incident_of(store, "a-s1") == _incident_of(store, "a-s2") == incident_id("a-s1", T0)
+    merged = store.get_node(NodeRef("Incident", incident_id("a-s2", T0 + timedelta(seconds=20))))
+    assert merged is not None and merged.props["status"] == "merged"
 
 
 def test_incidents_with_the_same_root_cause_merge_into_the_first(streamed) -> None:
