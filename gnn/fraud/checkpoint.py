@@ -51,15 +51,18 @@ def load_model(path: str | Path = DEFAULT_CHECKPOINT) -> tuple[FraudTGN, dict[st
     return model, {k: v for k, v in payload.items() if k != "state_dict"}
 
 
-def load_scorer(path: str | Path = DEFAULT_CHECKPOINT) -> TGNScorer:
-    """A streaming scorer with the checkpoint's parameters and an empty memory."""
+def load_scorer(path: str | Path = DEFAULT_CHECKPOINT, max_nodes: int | None = 500_000) -> TGNScorer:
+    """A streaming scorer with the checkpoint's parameters and an empty memory, remembering at most
+    ``max_nodes`` accounts."""
     model, _ = load_model(path)
-    return TGNScorer(model)
+    return TGNScorer(model, max_nodes=max_nodes)
 
 
 def load_detector(path: str | Path | None = DEFAULT_CHECKPOINT, config: DetectorConfig | None = None
                   ) -> FraudDetector:
-    """A :class:`FraudDetector` with the checkpoint's TGN (``path=None``: rules and matcher only)."""
-    from gnn.fraud.rings import FraudDetector
+    """A :class:`FraudDetector` with the checkpoint's TGN (``path=None``: rules and matcher only); the TGN
+    remembers as many accounts as the rest of the detector (``DetectorConfig.max_accounts``)."""
+    from gnn.fraud.rings import DetectorConfig, FraudDetector
 
-    return FraudDetector(config, scorer=load_scorer(path) if path is not None else None)
+    config = config or DetectorConfig()
+    return FraudDetector(config, scorer=load_scorer(path, config.max_accounts) if path is not None else None)

@@ -6,11 +6,17 @@ then the memory and the neighbour lists are updated (score first, then update). 
 map to node indices on first sight; when the index outgrows the memory, the memory, its message stores
 and the neighbour lists are resized, so accounts never seen in training are scored like any other (from
 an empty memory). Neighbour lists are fixed-size rings per node, so attention cost is bounded.
+
+State is bounded too: each account costs about 4 KB (memory, stored messages, neighbour lists), so the
+index holds at most ``max_nodes`` accounts. Past that, the least recently seen sixteenth is forgotten
+(:meth:`FraudTGN.forget`) and their slots are reused; an account that comes back starts from an empty
+memory, as a new one does.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -106,6 +112,17 @@ class NeighbourStore:
         every = torch.stack([src, dst], dim=1).reshape(-1)
         self.ptr.index_add_(0, every, torch.ones(every.numel(), dtype=torch.long))
 
+    def forget(self, nodes: Tensor) -> None:
+        """Empty the lists of ``nodes`` and drop every entry of other lists that points at them."""
+        self.nbr[nodes] = -1
+        self.t[nodes] = 0
+        self.msg[nodes] = 0.0
+        self.ptr[nodes] = 0
+        # A lookup table instead of torch.isin: one gather over the lists rather than a search per entry.
+        forgotten = torch.zeros(self.nbr.size(0) + 1, dtype=torch.bool)
+        forgotten[nodes] = True
+        self.nbr[forgotten[self.nbr]] = -1  # -1 (no neighbour) reads the table's last entry: False
+
     def subgraph(self, n_id: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Rows (``n_id`` first, then one row per neighbour occurrence), edges neighbour row -> centre row,
         edge times and messages. Duplicated rows are cheaper than deduplicating in Python."""
@@ -171,6 +188,33 @@ class FraudTGN(nn.Module):
         mem.num_nodes = num_nodes
         self.neighbours.grow(num_nodes)
 
+    def forget(self, nodes: Tensor) -> None:
+        """Reset ``nodes`` to the state of a node never seen (their slots are about to hold other accounts):
+        memory, last update, stored messages and neighbour lists, and every reference other nodes hold to them.
+
+        A stored message names its node's last partner, and the memory update of that node reads the partner's
+        memory: a node whose last partner was one of ``nodes`` appears in their neighbour lists (the last
+        interaction of both), so only those partners' stored messages are checked."""
+        if nodes.numel() == 0:
+            return
+        mem = self.memory
+        forgotten = nodes.tolist()
+        gone = set(forgotten)
+        partners = self.neighbours.nbr[nodes]
+        partners = [p for p in partners[partners >= 0].unique().tolist() if p not in gone]
+        empty_i = mem.memory.new_empty((0,), dtype=torch.long)
+        empty_m = mem.memory.new_empty((0, mem.raw_msg_dim))
+        empty = (empty_i, empty_i, empty_i, empty_m)
+        for store in (mem.msg_s_store, mem.msg_d_store):
+            for node in partners:
+                if not gone.isdisjoint(store[node][1].tolist()):
+                    store[node] = empty
+            for node in forgotten:
+                store[node] = empty
+        mem.memory[nodes] = 0.0
+        mem.last_update[nodes] = 0
+        self.neighbours.forget(nodes)
+
     def forward(self, src: Tensor, dst: Tensor, t: Tensor, feat: Tensor) -> Tensor:
         """Logits for a batch of transactions from the current state (does not update it)."""
         n_id = torch.cat([src, dst]).unique()
@@ -199,28 +243,52 @@ class FraudTGN(nn.Module):
 
 
 class NodeIndex:
-    """External account id -> node index, assigned on first sight."""
+    """External account id -> node slot, assigned on first sight, at most ``capacity`` accounts.
 
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
+    Past the capacity, the least recently seen ``capacity // 16`` accounts are forgotten at once and their
+    slots reused; :attr:`freed` collects those slots until the owner of the model state resets them."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 16:
+            raise ValueError("a node index holds at least 16 accounts")
+        self.capacity = capacity
+        self.ids: OrderedDict[str, int] = OrderedDict()
+        #: Slots handed out so far (the model must hold this many nodes).
+        self.slots = 0
+        #: Slots of forgotten accounts, not yet reset in the model.
+        self.freed: list[int] = []
+        self._free: list[int] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def get(self, account: str) -> int:
         idx = self.ids.get(account)
-        if idx is None:
-            idx = len(self.ids)
-            self.ids[account] = idx
+        if idx is not None:
+            self.ids.move_to_end(account)
+            return idx
+        if self.capacity is not None and len(self.ids) >= self.capacity:
+            for _ in range(self.capacity // 16):
+                _, slot = self.ids.popitem(last=False)
+                self._free.append(slot)
+                self.freed.append(slot)
+        if self._free:
+            idx = self._free.pop()
+        else:
+            idx = self.slots
+            self.slots += 1
+        self.ids[account] = idx
         return idx
 
 
 class TGNScorer:
     """Streaming wrapper: ids -> indices, growth, and score-then-update on micro-batches."""
 
-    def __init__(self, model: FraudTGN, threads: int | None = 1) -> None:
+    def __init__(self, model: FraudTGN, threads: int | None = 1, max_nodes: int | None = 500_000) -> None:
         self.model = model
-        self.index = NodeIndex()
+        #: Accounts remembered at most (``None``: unbounded); see the module docstring.
+        self.max_nodes = max_nodes
+        self.index = NodeIndex(max_nodes)
         self._t0: float | None = None
         #: Torch intra-op threads while scoring. The model's tensors are tiny: on a busy machine extra threads
         #: only contend (measured on 2 shared cores: ScoreTransaction p50 51 ms with 2 threads, 6 ms with 1).
@@ -234,18 +302,27 @@ class TGNScorer:
     def reset_state(self) -> None:
         """Forget every account (memory, neighbours and the id map)."""
         self.model.reset_state()
-        self.index = NodeIndex()
+        self.index = NodeIndex(self.max_nodes)
         self._t0 = None
 
     def tensors(self, txs: Sequence[TransactionEvent]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Batch tensors (growing the model when new accounts appear)."""
-        src = [self.index.get(tx.src) for tx in txs]
-        dst = [self.index.get(tx.dst) for tx in txs]
-        if len(self.index) > self.model.num_nodes:
+        index = self.index
+        if index.capacity is not None and 2 * len(txs) > index.capacity - index.capacity // 16:
+            # Slots freed while this batch is indexed must not be ones it has just handed out.
+            raise ValueError(f"a batch of {len(txs)} transactions needs more accounts than the scorer holds "
+                             f"({index.capacity}); score it in smaller batches")
+        src = [index.get(tx.src) for tx in txs]
+        dst = [index.get(tx.dst) for tx in txs]
+        if index.slots > self.model.num_nodes:
             size = self.model.num_nodes
-            while size < len(self.index):
+            while size < index.slots:
                 size *= 2
-            self.model.grow(size)
+            self.model.grow(size if index.capacity is None else min(size, index.capacity))
+        if index.freed:
+            # Reused slots start empty (and a freed slot handed out again in this batch holds a new account).
+            self.model.forget(torch.tensor(index.freed, dtype=torch.long))
+            index.freed.clear()
         if self._t0 is None:
             self._t0 = txs[0].at.timestamp()
         unit = self.model.config.time_unit_s

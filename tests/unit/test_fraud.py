@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import random
 import re
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -300,6 +303,59 @@ def test_tgn_scores_first_then_updates_and_grows_for_unseen_accounts() -> None:
     scorer.score_and_update([tx(10 + i, f"n{i}", f"n{i + 1}", 5, 10 + i) for i in range(9)])
     assert len(scorer.index) == 13 and model.num_nodes == 16
     assert all(0.0 <= s <= 1.0 for s in scorer.score_and_update([tx(99, "never-seen", "a", 1, 30)]))
+
+
+def _small_tgn(seed: int = 0) -> FraudTGN:
+    torch.manual_seed(seed)
+    model = FraudTGN(TGNConfig(initial_nodes=4, memory_dim=8, time_dim=4, embed_dim=8, hidden=8))
+    model.reset_parameters()
+    return model
+
+
+def test_tgn_state_is_bounded_and_forgotten_accounts_leave_no_trace() -> None:
+    """200 accounts through a scorer that holds 32: the index and the model stay at 32 nodes, and every
+    neighbour entry and stored message of a remembered account names an account it really paid or was paid
+    by since it was last remembered (a reused slot is never mistaken for its previous account)."""
+    model = _small_tgn()
+    scorer = TGNScorer(model, max_nodes=32)
+    rng = random.Random(5)
+    partners: dict[str, set[str]] = defaultdict(set)
+    evictions = 0
+    for step in range(80):
+        batch = []
+        for k in range(4):
+            a, b = rng.sample(range(200), 2)
+            batch.append(tx(step * 4 + k, f"acc{a}", f"acc{b}", 10, step))
+        scorer.score_and_update(batch)
+        for t in batch:
+            partners[t.src].add(t.dst)
+            partners[t.dst].add(t.src)
+        for gone in [acc for acc in partners if acc not in scorer.index.ids]:  # forgotten: its past goes too
+            evictions += 1
+            for other in partners.pop(gone):
+                partners.get(other, set()).discard(gone)
+        assert len(scorer.index) <= 32 and model.num_nodes <= 32
+        owner = {slot: acc for acc, slot in scorer.index.ids.items()}
+        for acc, slot in scorer.index.ids.items():
+            named = [o for o in model.neighbours.nbr[slot].tolist() if o >= 0]
+            for store in (model.memory.msg_s_store, model.memory.msg_d_store):
+                named += store[slot][1].tolist()
+            assert all(owner.get(o) in partners[acc] for o in named), (acc, [owner.get(o) for o in named])
+    assert evictions > 100
+
+
+def test_a_forgotten_account_is_scored_like_a_new_one() -> None:
+    model = _small_tgn()
+    fresh = copy.deepcopy(model)  # the same parameters, never used
+    scorer = TGNScorer(model, max_nodes=16)
+    scorer.score_and_update([tx(0, "a", "b", 10, 0), tx(1, "b", "a", 10, 1)])
+    for i in range(0, 16, 4):  # 32 other accounts: a and b are the least recently seen, forgotten first
+        scorer.score_and_update([tx(2 + j, f"x{j}", f"y{j}", 10, 2 + j) for j in range(i, i + 4)])
+    assert "a" not in scorer.index.ids and "b" not in scorer.index.ids
+    again = tx(40, "a", "b", 10, 40)
+    assert scorer.score_and_update([again]) == pytest.approx(TGNScorer(fresh).score_and_update([again]), abs=1e-6)
+    with pytest.raises(ValueError, match="smaller batches"):
+        scorer.score_and_update([tx(50 + j, f"p{j}", f"q{j}", 10, 50) for j in range(8)])
 
 
 def test_neighbour_store_batch_insert_equals_one_at_a_time() -> None:
