@@ -11,6 +11,12 @@ alert, the RCA engine analyses it from its first alert, and the detector writes:
   (a later analysis marks candidates it no longer ranks ``current: false``, keeping their history);
 * an ``incident`` finding (published for alerting and streamed to ``Findings.Watch``).
 
+When the last firing alert of an incident resolves, the incident becomes ``status: "resolved"`` with
+``resolved_at`` (the latest ``ends_at`` of its alerts), and an ``incident`` finding says so (id
+``incident:<id>:resolved``), so alerting can close what it opened. Which alerts still fire is read from the
+graph (the batch's own alert updates are written before detectors run), so this holds for incidents closed
+long ago too.
+
 Event time is the low watermark of the partitions the ops events come from (``ingest.watermark``): an
 incident is not analysed, or closed, while a lagging partition may still hold alerts of the same storm.
 
@@ -75,6 +81,8 @@ class _Open:
     ranked: set[NodeRef] = field(default_factory=set)
     #: The first-ranked cause of the latest analysis.
     top: NodeRef | None = None
+    #: When its last alert resolved (an incident can resolve before it is analysed).
+    resolved_at: datetime | None = None
 
 
 def incident_id(fingerprint: str, at: datetime) -> str:
@@ -107,19 +115,25 @@ class IncidentDetector:
     def detect(self, events: Sequence[Observed], store: GraphStore) -> Detection:
         builder = BatchBuilder()
         firing: list[AlertEvent] = []
+        resolved: list[AlertEvent] = []
         for item in events:
             event = item.event
             if event.type not in _OPS_TYPES:  # payments run on their own clock
                 continue
             self._clock.observe((item.record.topic, item.record.partition), event.at)
-            if isinstance(event, AlertEvent) and event.status == "firing":
-                firing.append(event)
+            if isinstance(event, AlertEvent):
+                (firing if event.status == "firing" else resolved).append(event)
         # In event-time order: a batch holds its partitions one after another, and an alert placed before the
         # earlier alerts that connect it to their storm would open an incident of its own.
         for alert in sorted(firing, key=lambda a: (a.at, a.id)):
             self._place(alert, store, builder)
         self._watermark = self._clock.current()
         detection = Detection()
+        for alert in sorted(resolved, key=lambda a: (a.ends_at or a.at, a.id)):
+            finding = self._resolve(alert, store, builder)
+            if finding is not None:
+                detection.findings.append(finding)
+                add_finding(finding, builder)
         if self._watermark is not None:
             for incident in list(self._open.values()):
                 if self._due(incident, self._watermark):
@@ -188,7 +202,8 @@ class IncidentDetector:
             return None
         storm = self._storm_evidence(incident)
         node = out.node("Incident", incident.id, {
-            "at": incident.started_at, "started_at": incident.started_at, "status": "analysed",
+            "at": incident.started_at, "started_at": incident.started_at,
+            "status": "resolved" if incident.resolved_at is not None else "analysed",
             "alerts": len(incident.alerts), "symptom": result.symptom or "", "model": result.method,
             "analysed_at": analysed_at.isoformat(), "explanation": result.reason,
             "root_cause": f"{result.candidates[0].kind}:{result.candidates[0].name}" if result.candidates else "",
@@ -211,6 +226,54 @@ class IncidentDetector:
         if not result.candidates:
             return None
         return _finding(incident, result, storm, self.name)
+
+    def _resolve(self, alert: AlertEvent, store: GraphStore, out: BatchBuilder) -> Finding | None:
+        """Resolve the incident grouping ``alert`` when none of its alerts fires any more."""
+        key = self._seen_alerts.get(alert.id)  # grouped by this detector (maybe in this very batch)
+        if key is None:  # grouped before a restart: the graph knows
+            live = [h.node.key for h in store.expand([NodeRef("Alert", alert.id)], "GROUPS", "in", limit=100)
+                    if h.node.props.get("status") != "merged"]
+            if not live:  # never grouped: nothing to resolve
+                return None
+            key = live[0]
+        ref = NodeRef("Incident", key)
+        node = store.get_node(ref)  # None when the incident opened in this batch (its write comes after)
+        props = node.props if node is not None else {}
+        if props.get("status") == "resolved":  # a replay, or a re-notification of a resolved alert
+            return None
+        tracked = self._open.get(key)
+        ids = {h.node.key for h in store.expand([ref], "GROUPS", "out", limit=10_000)}
+        ids |= set(tracked.alerts if tracked is not None else ())
+        # The batch's alert updates are written before detectors run: the graph has every alert's status.
+        alerts = [n for n in (store.get_node(NodeRef("Alert", a)) for a in sorted(ids)) if n is not None]
+        if any(a.props.get("status") == "firing" for a in alerts):
+            return None
+        ends = [a.props.get("ends_at") for a in alerts if isinstance(a.props.get("ends_at"), datetime)]
+        resolved_at = max(ends, default=alert.ends_at or self._clock.newest or alert.at)
+        out.node("Incident", key, {"status": "resolved", "resolved_at": resolved_at})
+        if tracked is not None:
+            tracked.resolved_at = resolved_at
+        started = props.get("started_at")
+        started = started if isinstance(started, datetime) else tracked.started_at if tracked else resolved_at
+        cause = str(props.get("root_cause") or "")
+        symptom = str(props.get("symptom") or "") or (alert.service or "unknown service")
+        minutes = max(0.0, (resolved_at - started).total_seconds() / 60)
+        entities = [EntityRef(kind="incident", name=key)]
+        kind, _, name = cause.partition(":")
+        if kind in _KIND_LABEL and name:
+            entities.append(EntityRef(kind=kind, name=name))
+        entities += [EntityRef(kind="alert", name=a.key) for a in alerts[:20]]
+        return Finding(
+            id=f"incident:{key}:resolved", kind="incident", at=resolved_at,
+            score=round(min(1.0, max(0.0, float(props.get("score") or 0.0))), 4),
+            title=f"incident on {symptom} resolved after {minutes:.0f} min"
+                  + (f" (root cause {kind} {name})" if name else ""),
+            entities=entities,
+            evidence=[Evidence(source="alerts", summary=f"all {len(alerts)} alerts resolved",
+                               facts={"started_at": started.isoformat(), "resolved_at": resolved_at.isoformat()},
+                               weight=1.0)],
+            detector=self.name,
+        )
 
     def _same_cause(self, incident: _Open, result: RcaResult) -> _Open | None:
         """An earlier open incident, within the storm window, whose first-ranked cause is this one's: alerts

@@ -166,6 +166,47 @@ def test_alerts_of_one_batch_are_placed_in_event_time_order() -> None:
     assert store.count("Incident") == 1
 
 
+def _resolved(alert: AlertEvent, ends: datetime) -> AlertEvent:
+    return alert.model_copy(update={"status": "resolved", "ends_at": ends})
+
+
+def test_an_incident_resolves_when_its_last_alert_does() -> None:
+    store = MemoryGraphStore()
+    _topology(store)
+    detector = IncidentDetector(_engine(store))
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    api = AlertEvent(id="a-api", at=T0 + timedelta(minutes=1), name="Errors", service="api")
+    pipeline.process(_records([db, api, *_lines("db", T0, 3)]))
+    incident = NodeRef("Incident", incident_id("a-db", T0))
+    assert store.get_node(incident).props["status"] == "analysed"
+    first = pipeline.process(_records([_resolved(db, T0 + timedelta(minutes=20))], offset=100))
+    assert store.get_node(incident).props["status"] == "analysed"  # a-api still fires
+    assert not [f for f in first.findings if f.kind == "incident"]
+    last = _records([_resolved(api, T0 + timedelta(minutes=25))], offset=200)
+    done = pipeline.process(last)
+    node = store.get_node(incident)
+    assert node.props["status"] == "resolved" and node.props["resolved_at"] == T0 + timedelta(minutes=25)
+    assert node.props["root_cause"]  # the analysis stays
+    [finding] = [f for f in done.findings if f.kind == "incident"]
+    assert finding.id == f"incident:{incident.key}:resolved" and "resolved after 25 min" in finding.title
+    assert pipeline.process(last).findings == []  # a replay resolves nothing twice
+
+
+def test_an_incident_resolved_before_its_analysis_stays_resolved() -> None:
+    store = MemoryGraphStore()
+    _topology(store)
+    detector = IncidentDetector(_engine(store))
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    pipeline.process(_records([db, _resolved(db, T0 + timedelta(seconds=30))]))  # flapped within settle_s
+    incident = NodeRef("Incident", incident_id("a-db", T0))
+    assert store.get_node(incident).props["status"] == "resolved"
+    pipeline.process(_records(_lines("db", T0, 5), offset=10))  # time passes: the analysis runs
+    node = store.get_node(incident)
+    assert node.props["status"] == "resolved" and node.props["analysed_at"]
+
+
 class _SameCause:
     """An RCA engine stand-in that names one host for every incident (the detector's merge logic alone)."""
 
