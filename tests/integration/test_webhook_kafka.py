@@ -23,6 +23,17 @@ def _alert_rels(driver, fingerprint: str) -> list[tuple[str, str]]:  # type: ign
         return [(r["label"], r["name"]) for r in rows]
 
 
+def _incident_of(driver, fingerprint: str) -> tuple[str | None, object]:  # type: ignore[no-untyped-def]
+    """Status and resolved_at of the incident grouping an alert."""
+    with driver.session() as session:
+        row = session.run("MATCH (i:Incident)-[:GROUPS]->(:Alert {fingerprint: $fp}) "
+                          "RETURN i.status AS status, i.resolved_at AS resolved_at", fp=fingerprint).single()
+    if row is None:
+        return None, None
+    at = row["resolved_at"]
+    return row["status"], at.to_native() if at is not None else None
+
+
 def test_webhook_alerts_are_acknowledged_by_kafka_then_land_in_neo4j(neo4j_store, neo4j_driver, neo4j_uri,
                                                                      kafka_bootstrap, topic_prefix, tmp_path) -> None:
     settings = make_settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path, partitions=4)
@@ -57,6 +68,11 @@ def test_webhook_alerts_are_acknowledged_by_kafka_then_land_in_neo4j(neo4j_store
             return node is not None and node.props.get("status") == "resolved"
 
         wait_until(resolved_in_graph, timeout_s=90, what="the resolved notification in Neo4j")
+        # Its incident had no other alert: it resolves, with the alert's end; cart's incident still fires.
+        wait_until(lambda: _incident_of(neo4j_driver, "aa11bb22cc33dd44")[0] == "resolved", timeout_s=90,
+                   what="the payments incident resolved")
+        assert _incident_of(neo4j_driver, "aa11bb22cc33dd44")[1] == STARTED + timedelta(minutes=1)
+        assert _incident_of(neo4j_driver, by_key[b"cart"].id)[0] in ("open", "analysed")
         assert neo4j_store.count("Alert") == 2
         assert topic_records(kafka_bootstrap, topic, 4)[0] == 5
         assert by_key[b"cart"].labels["alertname"] == "CartErrors"
