@@ -103,7 +103,8 @@ class IncidentDetector:
         self.config = config or IncidentConfig()
         register_ops_rules(self._rules, self.config.rules)
         self._open: OrderedDict[str, _Open] = OrderedDict()
-        self._seen_alerts: OrderedDict[str, str] = OrderedDict()  # fingerprint -> incident id
+        #: fingerprint -> (incident id, start of the alert occurrence it grouped)
+        self._seen_alerts: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
         self._clock = LowWatermark(self.config.idle_partition_s, self.config.max_partition_lag_s)
         self._watermark: datetime | None = None
 
@@ -152,23 +153,29 @@ class IncidentDetector:
     # -- grouping ---------------------------------------------------------------------------------
 
     def _place(self, alert: AlertEvent, store: GraphStore, out: BatchBuilder) -> None:
-        if alert.id in self._seen_alerts:  # a re-notification or a replay: already grouped
+        seen = self._seen_alerts.get(alert.id)
+        if seen is not None and alert.at <= seen[1]:  # a re-notification or a replay: already grouped
             return
+        # Otherwise a first sight, or the alert firing again after it ended (same fingerprint, a later start):
+        # a new occurrence, grouped afresh (never into an incident that has resolved).
         service = _service_of(alert, store)
         neighbours = _neighbours(service, store) if service else set()
         home = next((i for i in self._open.values()
-                     if service and joins_group(i.services, i.started_at, service, alert.at, neighbours,
-                                                self.config.rules)), None)
+                     if service and i.resolved_at is None
+                     and joins_group(i.services, i.started_at, service, alert.at, neighbours, self.config.rules)),
+                    None)
         if home is None:
             home = _Open(incident_id(alert.id, alert.at), alert.at, [], set(), alert.at)
             self._open[home.id] = home
             while len(self._open) > self.config.max_open:
                 self._open.popitem(last=False)
-        home.alerts.append(alert.id)
+        if alert.id not in home.alerts:
+            home.alerts.append(alert.id)
         if service:
             home.services.add(service)
         home.last_alert_at = max(home.last_alert_at, alert.at)
-        self._seen_alerts[alert.id] = home.id
+        self._seen_alerts[alert.id] = (home.id, alert.at)
+        self._seen_alerts.move_to_end(alert.id)
         while len(self._seen_alerts) > 20 * self.config.max_open:
             self._seen_alerts.popitem(last=False)
         incident = out.node("Incident", home.id, {"at": home.started_at, "started_at": home.started_at,
@@ -229,11 +236,12 @@ class IncidentDetector:
 
     def _resolve(self, alert: AlertEvent, store: GraphStore, out: BatchBuilder) -> Finding | None:
         """Resolve the incident grouping ``alert`` when none of its alerts fires any more."""
-        key = self._seen_alerts.get(alert.id)  # grouped by this detector (maybe in this very batch)
+        seen = self._seen_alerts.get(alert.id)  # grouped by this detector (maybe in this very batch)
+        key = seen[0] if seen is not None else None
         if key is None:  # grouped before a restart: the graph knows
             live = [h.node.key for h in store.expand([NodeRef("Alert", alert.id)], "GROUPS", "in", limit=100)
-                    if h.node.props.get("status") != "merged"]
-            if not live:  # never grouped: nothing to resolve
+                    if h.node.props.get("status") not in ("merged", "resolved")]
+            if not live:  # never grouped, or every occurrence's incident has resolved: nothing to resolve
                 return None
             key = live[0]
         ref = NodeRef("Incident", key)
@@ -292,7 +300,7 @@ class IncidentDetector:
         target = out.node("Incident", into.id, {"alerts": len(into.alerts) + len(incident.alerts)})
         for alert in incident.alerts:
             out.rel("GROUPS", target, out.node("Alert", alert))
-            self._seen_alerts[alert] = into.id
+            self._seen_alerts[alert] = (into.id, self._seen_alerts.get(alert, (into.id, into.started_at))[1])
         into.alerts.extend(incident.alerts)
         into.services |= incident.services
         into.analysed_alerts = len(into.alerts)  # same cause: no new analysis needed for these

@@ -207,6 +207,27 @@ def test_an_incident_resolved_before_its_analysis_stays_resolved() -> None:
     assert node.props["status"] == "resolved" and node.props["analysed_at"]
 
 
+def test_an_alert_that_fires_again_after_resolving_opens_a_new_incident() -> None:
+    store = MemoryGraphStore()
+    _topology(store)
+    detector = IncidentDetector(_engine(store))
+    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    pipeline.process(_records([db, *_lines("db", T0, 3)]))
+    pipeline.process(_records([_resolved(db, T0 + timedelta(minutes=5))], offset=100))
+    first = NodeRef("Incident", incident_id("a-db", T0))
+    assert store.get_node(first).props["status"] == "resolved"
+    pipeline.process(_records([db], offset=150))  # Alertmanager re-notifies the old occurrence: nothing new
+    assert store.count("Incident") == 1
+    again = db.model_copy(update={"at": T0 + timedelta(minutes=40)})
+    pipeline.process(_records([again, *_lines("db", T0 + timedelta(minutes=40), 3)], offset=200))
+    second = NodeRef("Incident", incident_id("a-db", again.at))
+    assert store.count("Incident") == 2 and store.get_node(second).props["status"] == "analysed"
+    assert store.get_node(first).props["status"] == "resolved"
+    pipeline.process(_records([_resolved(again, again.at + timedelta(minutes=2))], offset=300))
+    assert store.get_node(second).props["resolved_at"] == again.at + timedelta(minutes=2)
+
+
 class _SameCause:
     """An RCA engine stand-in that names one host for every incident (the detector's merge logic alone)."""
 
