@@ -197,10 +197,11 @@ WHERE ($since IS NULL OR i.at >= $since) AND ($until IS NULL OR i.at < $until)
   AND (i.merged_into IS NULL OR $include_merged)
 RETURN i.id AS incident, i.started_at AS started_at, i.status AS status, i.symptom AS symptom,
        i.root_cause AS root_cause, i.score AS score, i.alerts AS alerts, i.model AS model,
-       i.merged_into AS merged_into
+       i.merged_into AS merged_into, i.resolved_at AS resolved_at
 ORDER BY coalesce(score, 0.0) DESC, started_at DESC, incident
 LIMIT $limit""",
-        ("incident", "started_at", "status", "symptom", "root_cause", "score", "alerts", "model", "merged_into"),
+        ("incident", "started_at", "status", "symptom", "root_cause", "score", "alerts", "model", "merged_into",
+         "resolved_at"),
     ),
     Query(
         "incident_root_cause",
