@@ -101,12 +101,16 @@ def _topology(store: MemoryGraphStore) -> None:
     store.write(b.build())
 
 
-def test_alerts_group_along_the_call_graph_within_the_storm_window() -> None:
+def _streaming(config: IncidentConfig | None = None) -> tuple[MemoryGraphStore, IncidentDetector, Pipeline]:
+    """A memory store holding :func:`_topology`, and a pipeline running an incident detector over it."""
     store = MemoryGraphStore()
     _topology(store)
-    detector = IncidentDetector(_engine(store), IncidentConfig(settle_s=60, rules=OpsRulesConfig(
-        storm_window_minutes=10)))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    detector = IncidentDetector(_engine(store), config)
+    return store, detector, Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+
+
+def test_alerts_group_along_the_call_graph_within_the_storm_window() -> None:
+    store, detector, pipeline = _streaming(IncidentConfig(settle_s=60, rules=OpsRulesConfig(storm_window_minutes=10)))
     alerts = [
         AlertEvent(id="a-db", at=T0, name="HighLatency", host="h1"),  # placed through host -> instance -> db
         AlertEvent(id="a-api", at=T0 + timedelta(minutes=2), name="Errors", service="api"),  # calls db: joins
@@ -134,11 +138,7 @@ def test_a_lagging_partition_still_joins_its_storm() -> None:
     (a backlog after a restart): the incident stays open on the slow partition's time (bounded by
     ``max_partition_lag_s``) instead of being analysed and closed on the fast one's, so both alerts land in
     one incident."""
-    store = MemoryGraphStore()
-    _topology(store)
-    detector = IncidentDetector(_engine(store), IncidentConfig(settle_s=60, rules=OpsRulesConfig(
-        storm_window_minutes=10)))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    store, detector, pipeline = _streaming(IncidentConfig(settle_s=60, rules=OpsRulesConfig(storm_window_minutes=10)))
     before = T0 - timedelta(minutes=1)
     pipeline.process(_on(0, _lines("db", before, 0), 0) + _on(1, _lines("api", before, 0), 0))  # both are live
     fast = [AlertEvent(id="a-db", at=T0, name="HighLatency", service="db"), *_lines("db", T0, 15)]
@@ -154,10 +154,7 @@ def test_a_lagging_partition_still_joins_its_storm() -> None:
 def test_alerts_of_one_batch_are_placed_in_event_time_order() -> None:
     """A batch holds its partitions one after another: the alert on ``fe`` (partition 0) comes first in the
     batch but last in time, and only the later-placed ``api`` alert connects it to ``db``'s."""
-    store = MemoryGraphStore()
-    _topology(store)
-    detector = IncidentDetector(_engine(store))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    store, detector, pipeline = _streaming()
     fe = AlertEvent(id="a-fe", at=T0 + timedelta(minutes=2), name="Errors", service="fe")
     db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
     api = AlertEvent(id="a-api", at=T0 + timedelta(minutes=1), name="Errors", service="api")
@@ -171,10 +168,7 @@ def _resolved(alert: AlertEvent, ends: datetime) -> AlertEvent:
 
 
 def test_an_incident_resolves_when_its_last_alert_does() -> None:
-    store = MemoryGraphStore()
-    _topology(store)
-    detector = IncidentDetector(_engine(store))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    store, detector, pipeline = _streaming()
     db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
     api = AlertEvent(id="a-api", at=T0 + timedelta(minutes=1), name="Errors", service="api")
     pipeline.process(_records([db, api, *_lines("db", T0, 3)]))
@@ -194,10 +188,7 @@ def test_an_incident_resolves_when_its_last_alert_does() -> None:
 
 
 def test_an_incident_resolved_before_its_analysis_stays_resolved() -> None:
-    store = MemoryGraphStore()
-    _topology(store)
-    detector = IncidentDetector(_engine(store))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    store, detector, pipeline = _streaming()
     db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
     pipeline.process(_records([db, _resolved(db, T0 + timedelta(seconds=30))]))  # flapped within settle_s
     incident = NodeRef("Incident", incident_id("a-db", T0))
@@ -208,10 +199,7 @@ def test_an_incident_resolved_before_its_analysis_stays_resolved() -> None:
 
 
 def test_an_alert_that_fires_again_after_resolving_opens_a_new_incident() -> None:
-    store = MemoryGraphStore()
-    _topology(store)
-    detector = IncidentDetector(_engine(store))
-    pipeline = Pipeline(store, EventMapper(LogTemplateMiner()), [detector])
+    store, detector, pipeline = _streaming()
     db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
     pipeline.process(_records([db, *_lines("db", T0, 3)]))
     pipeline.process(_records([_resolved(db, T0 + timedelta(minutes=5))], offset=100))
