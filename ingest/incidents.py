@@ -17,8 +17,9 @@ When the last firing alert of an incident resolves, the incident becomes ``statu
 graph (the batch's own alert updates are written before detectors run), so this holds for incidents closed
 long ago too.
 
-Event time is the low watermark of the partitions the ops events come from (``ingest.watermark``): an
-incident is not analysed, or closed, while a lagging partition may still hold alerts of the same storm.
+Event time is the low watermark of the partitions that carry telemetry (logs, metrics, spans; see
+``ingest.watermark``): an incident is not analysed, or closed, while a lagging partition may still hold records
+of the same moment. Alerts, changes and topology move time forward but do not hold it back.
 
 Ids are deterministic (the first alert's fingerprint and start), so a replay MERGEs onto the same nodes.
 State is bounded: at most ``max_open`` incidents are tracked and closed ones are dropped.
@@ -45,6 +46,10 @@ from schema.store import GraphStore, NodeRef
 
 #: Event types whose time moves the incident clock (payment streams may run on another clock entirely).
 _OPS_TYPES = frozenset({"log", "metric", "span", "topology", "change", "alert"})
+#: Of those, the ones stamped when they are observed, whose partitions may hold the clock back. An alert carries
+#: its start in every re-notification (Alertmanager repeats firing alerts with their original ``startsAt``), and
+#: changes and topology are often reported late: a partition of those would hold time back for no lag.
+_CLOCK_TYPES = frozenset({"log", "metric", "span"})
 #: Candidate kinds -> graph labels (the RCA engine's kinds).
 _KIND_LABEL = {"service": "Service", "instance": "Instance", "host": "Host", "change": "Change"}
 
@@ -121,7 +126,8 @@ class IncidentDetector:
             event = item.event
             if event.type not in _OPS_TYPES:  # payments run on their own clock
                 continue
-            self._clock.observe((item.record.topic, item.record.partition), event.at)
+            self._clock.observe((item.record.topic, item.record.partition), event.at,
+                                holds=event.type in _CLOCK_TYPES)
             if isinstance(event, AlertEvent):
                 (firing if event.status == "firing" else resolved).append(event)
         # In event-time order: a batch holds its partitions one after another, and an alert placed before the

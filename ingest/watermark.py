@@ -45,8 +45,14 @@ class LowWatermark:
         self._partitions: OrderedDict[Hashable, _Partition] = OrderedDict()
         self._newest: datetime | None = None
 
-    def observe(self, partition: Hashable, at: datetime) -> None:
-        """A record of ``partition`` with event time ``at``."""
+    def observe(self, partition: Hashable, at: datetime, holds: bool = True) -> None:
+        """A record of ``partition`` with event time ``at``. ``holds=False``: the record moves the newest time
+        seen but its partition does not hold time back (its event time may be old by nature, such as an alert's
+        start carried by every re-notification)."""
+        if not holds:
+            if self._newest is None or at > self._newest:
+                self._newest = at
+            return
         now = self._wall()
         state = self._partitions.get(partition)
         if state is None:

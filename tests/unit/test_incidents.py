@@ -151,6 +151,20 @@ def test_a_lagging_partition_still_joins_its_storm() -> None:
     assert store.count("Incident") == 1
 
 
+def test_alert_partitions_do_not_hold_the_clock_back() -> None:
+    """Alertmanager repeats firing alerts with their original start: a partition that only carries alerts
+    would keep event time at the newest alert's start, and no incident would ever settle."""
+    store, detector, pipeline = _streaming()
+    old = AlertEvent(id="a-old", at=T0 - timedelta(hours=3), name="DiskFull", service="other")
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    alerts = [SourceRecord("alerts", 1, i, e.model_dump_json().encode()) for i, e in enumerate([old, db])]
+    pipeline.process(alerts + _on(0, _lines("db", T0, 0), 0))
+    for minute in range(1, 4):  # telemetry moves on; the alert partition only repeats the old alert
+        again = SourceRecord("alerts", 1, 10 + minute, old.model_dump_json().encode())
+        pipeline.process([again, *_on(0, _lines("db", T0 + timedelta(minutes=minute), 0), minute)])
+    assert store.get_node(NodeRef("Incident", incident_id("a-db", T0))).props["status"] == "analysed"
+
+
 def test_alerts_of_one_batch_are_placed_in_event_time_order() -> None:
     """A batch holds its partitions one after another: the alert on ``fe`` (partition 0) comes first in the
     batch but last in time, and only the later-placed ``api`` alert connects it to ``db``'s."""

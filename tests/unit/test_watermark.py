@@ -79,3 +79,14 @@ def test_bad_bounds_are_refused() -> None:
         LowWatermark(idle_after_s=0)
     with pytest.raises(ValueError):
         LowWatermark(max_lag_s=-1)
+
+
+def test_records_that_do_not_hold_only_move_the_newest_time() -> None:
+    clock = LowWatermark(wall_clock=FakeClock())
+    clock.observe(("alerts", 0), T0 - timedelta(hours=3), holds=False)  # a re-notification: an old start
+    assert clock.current() == T0 - timedelta(hours=3)  # nothing holds time: it is the newest seen
+    clock.observe(("logs", 0), T0)
+    clock.observe(("alerts", 0), T0 - timedelta(hours=2), holds=False)
+    assert clock.current() == T0
+    clock.observe(("alerts", 0), T0 + timedelta(minutes=1), holds=False)
+    assert clock.current() == T0 and clock.newest == T0 + timedelta(minutes=1)
