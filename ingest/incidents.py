@@ -269,25 +269,8 @@ class IncidentDetector:
             tracked.resolved_at = resolved_at
         started = props.get("started_at")
         started = started if isinstance(started, datetime) else tracked.started_at if tracked else resolved_at
-        cause = str(props.get("root_cause") or "")
         symptom = str(props.get("symptom") or "") or (alert.service or "unknown service")
-        minutes = max(0.0, (resolved_at - started).total_seconds() / 60)
-        entities = [EntityRef(kind="incident", name=key)]
-        kind, _, name = cause.partition(":")
-        if kind in _KIND_LABEL and name:
-            entities.append(EntityRef(kind=kind, name=name))
-        entities += [EntityRef(kind="alert", name=a.key) for a in alerts[:20]]
-        return Finding(
-            id=f"incident:{key}:resolved", kind="incident", at=resolved_at,
-            score=round(min(1.0, max(0.0, float(props.get("score") or 0.0))), 4),
-            title=f"incident on {symptom} resolved after {minutes:.0f} min"
-                  + (f" (root cause {kind} {name})" if name else ""),
-            entities=entities,
-            evidence=[Evidence(source="alerts", summary=f"all {len(alerts)} alerts resolved",
-                               facts={"started_at": started.isoformat(), "resolved_at": resolved_at.isoformat()},
-                               weight=1.0)],
-            detector=self.name,
-        )
+        return _resolved_finding(key, props, [a.key for a in alerts], symptom, started, resolved_at, self.name)
 
     def _same_cause(self, incident: _Open, result: RcaResult) -> _Open | None:
         """An earlier open incident, within the storm window, whose first-ranked cause is this one's: alerts
@@ -298,7 +281,7 @@ class IncidentDetector:
         cause = NodeRef(_KIND_LABEL[top.kind], top.name)
         window = timedelta(minutes=self.config.rules.storm_window_minutes)
         return next((other for other in self._open.values()
-                     if other is not incident and other.top == cause
+                     if other is not incident and other.top == cause and other.resolved_at is None
                      and abs(other.started_at - incident.started_at) <= window), None)
 
     def _merge(self, incident: _Open, into: _Open, out: BatchBuilder) -> None:
@@ -338,6 +321,29 @@ def _finding(incident: _Open, result: RcaResult, storm: list[Evidence], detector
         score=round(min(1.0, max(0.0, top.score)), 4),
         title=f"incident on {result.symptom or 'unknown service'}: root cause {top.kind} {top.name}",
         entities=entities, evidence=evidence, detector=detector,
+    )
+
+
+def _resolved_finding(incident: str, props: dict[str, object], alerts: list[str], symptom: str, started: datetime,
+                      resolved_at: datetime, detector: str) -> Finding:
+    """The finding that an incident resolved (``props``: the incident node's, with its analysis if it had one)."""
+    kind, _, name = str(props.get("root_cause") or "").partition(":")
+    entities = [EntityRef(kind="incident", name=incident)]
+    if kind in _KIND_LABEL and name:
+        entities.append(EntityRef(kind=kind, name=name))
+    entities += [EntityRef(kind="alert", name=a) for a in alerts[:20]]
+    minutes = max(0.0, (resolved_at - started).total_seconds() / 60)
+    cause = f" (root cause {kind} {name})" if name else ""
+    score = props.get("score")
+    return Finding(
+        id=f"incident:{incident}:resolved", kind="incident", at=resolved_at,
+        score=round(min(1.0, max(0.0, float(score) if isinstance(score, int | float) else 0.0)), 4),
+        title=f"incident on {symptom} resolved after {minutes:.0f} min{cause}",
+        entities=entities,
+        evidence=[Evidence(source="alerts", summary=f"all {len(alerts)} alerts resolved",
+                           facts={"started_at": started.isoformat(), "resolved_at": resolved_at.isoformat()},
+                           weight=1.0)],
+        detector=detector,
     )
 
 
