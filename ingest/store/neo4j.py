@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import neo4j
@@ -295,7 +296,10 @@ class Neo4jGraphStore:
         times = _Times()
         node_rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         position: dict[tuple[str, str], int] = {}  # (label, key) -> index in node_rows[label]
-        for node in batch.nodes:
+        # In key order within each label (labels go in the schema's order, see ``cypher.write_batch``): workers
+        # that write the same nodes at once (scale-out: shared merchants and payees) then lock them in one order,
+        # which keeps deadlocks, and the driver's pause of about a second before it retries one, rare.
+        for node in sorted(batch.nodes, key=attrgetter("key")):
             row = _row(node.props, node.first_seen, node.last_seen, node.add, times)
             row["key"] = node.key
             rows = node_rows[node.label]
