@@ -256,10 +256,13 @@ class IncidentDetector:
         if props.get("status") == "resolved":  # a replay, or a re-notification of a resolved alert
             return None
         tracked = self._open.get(key)
-        ids = {h.node.key for h in store.expand([ref], "GROUPS", "out", limit=10_000)}
-        ids |= set(tracked.alerts if tracked is not None else ())
-        # The batch's alert updates are written before detectors run: the graph has every alert's status.
-        alerts = [n for n in (store.get_node(NodeRef("Alert", a)) for a in sorted(ids)) if n is not None]
+        # The batch's alert updates are written before detectors run: the graph has every alert's status. Alerts
+        # grouped in this very batch have no GROUPS relationship yet (it is written with the annotations).
+        grouped = {h.node.key: h.node for h in store.expand([ref], "GROUPS", "out", limit=10_000)}
+        for fresh in (tracked.alerts if tracked is not None else ()):
+            if fresh not in grouped and (node := store.get_node(NodeRef("Alert", fresh))) is not None:
+                grouped[fresh] = node
+        alerts = [grouped[a] for a in sorted(grouped)]
         if any(a.props.get("status") == "firing" for a in alerts):
             return None
         ends = [a.props.get("ends_at") for a in alerts if isinstance(a.props.get("ends_at"), datetime)]
