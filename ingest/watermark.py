@@ -49,9 +49,9 @@ class LowWatermark:
         """A record of ``partition`` with event time ``at``. ``holds=False``: the record moves the newest time
         seen but its partition does not hold time back (its event time may be old by nature, such as an alert's
         start carried by every re-notification)."""
+        if self._newest is None or at > self._newest:
+            self._newest = at
         if not holds:
-            if self._newest is None or at > self._newest:
-                self._newest = at
             return
         now = self._wall()
         state = self._partitions.get(partition)
@@ -63,8 +63,6 @@ class LowWatermark:
             state.latest = max(state.latest, at)
             state.seen_at = now
             self._partitions.move_to_end(partition)
-        if self._newest is None or at > self._newest:
-            self._newest = at
 
     @property
     def newest(self) -> datetime | None:
