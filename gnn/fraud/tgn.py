@@ -311,7 +311,7 @@ class TGNScorer:
         if index.capacity is not None and 2 * len(txs) > index.capacity - index.capacity // 16:
             # Slots freed while this batch is indexed must not be ones it has just handed out.
             raise ValueError(f"a batch of {len(txs)} transactions needs more accounts than the scorer holds "
-                             f"({index.capacity}); score it in smaller batches")
+                             f"({index.capacity}); score_and_update takes it in parts")
         src = [index.get(tx.src) for tx in txs]
         dst = [index.get(tx.dst) for tx in txs]
         if index.slots > self.model.num_nodes:
@@ -332,9 +332,16 @@ class TGNScorer:
 
     @torch.no_grad()
     def score_and_update(self, txs: Sequence[TransactionEvent]) -> list[float]:
-        """Fraud probability of each transaction from the state before the batch; then update the state."""
+        """Fraud probability of each transaction from the state before the batch; then update the state.
+
+        A batch with more accounts than the scorer may hold at once (see :meth:`tensors`) is taken in parts, one
+        after another, each scored from the state the parts before it left."""
         if not txs:
             return []
+        capacity = self.index.capacity
+        part = None if capacity is None else max(1, (capacity - capacity // 16) // 2)
+        if part is not None and len(txs) > part:
+            return [p for start in range(0, len(txs), part) for p in self.score_and_update(txs[start:start + part])]
         if self.model.training:
             self.model.eval()
         if self.threads is not None and torch.get_num_threads() != self.threads:

@@ -354,8 +354,10 @@ def test_a_forgotten_account_is_scored_like_a_new_one() -> None:
     assert "a" not in scorer.index.ids and "b" not in scorer.index.ids
     again = tx(40, "a", "b", 10, 40)
     assert scorer.score_and_update([again]) == pytest.approx(TGNScorer(fresh).score_and_update([again]), abs=1e-6)
-    with pytest.raises(ValueError, match="smaller batches"):
-        scorer.score_and_update([tx(50 + j, f"p{j}", f"q{j}", 10, 50) for j in range(8)])
+    big = [tx(50 + j, f"p{j}", f"q{j}", 10, 50) for j in range(20)]  # 40 accounts at once: taken in parts
+    assert len(scorer.score_and_update(big)) == 20 and len(scorer.index) == 16 and model.num_nodes == 16
+    with pytest.raises(ValueError, match="in parts"):
+        scorer.tensors(big)
 
 
 def test_neighbour_store_batch_insert_equals_one_at_a_time() -> None:
