@@ -180,13 +180,18 @@ class FraudTGN(nn.Module):
         mem.memory = torch.cat([mem.memory, mem.memory.new_zeros((extra, mem.memory_dim))])
         mem.last_update = torch.cat([mem.last_update, mem.last_update.new_zeros(extra)])
         mem._assoc = torch.cat([mem._assoc, mem._assoc.new_zeros(extra)])  # noqa: SLF001 - PyG internals
-        empty_i = mem.memory.new_empty((0,), dtype=torch.long)
-        empty_m = mem.memory.new_empty((0, mem.raw_msg_dim))
+        empty = self._no_message()
         for j in range(old, num_nodes):
-            mem.msg_s_store[j] = (empty_i, empty_i, empty_i, empty_m)
-            mem.msg_d_store[j] = (empty_i, empty_i, empty_i, empty_m)
+            mem.msg_s_store[j] = empty
+            mem.msg_d_store[j] = empty
         mem.num_nodes = num_nodes
         self.neighbours.grow(num_nodes)
+
+    def _no_message(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A message-store entry holding no message (source, destination, time, raw message: all empty)."""
+        mem = self.memory
+        empty_i = mem.memory.new_empty((0,), dtype=torch.long)
+        return empty_i, empty_i, empty_i, mem.memory.new_empty((0, mem.raw_msg_dim))
 
     def forget(self, nodes: Tensor) -> None:
         """Reset ``nodes`` to the state of a node never seen (their slots are about to hold other accounts):
@@ -202,9 +207,7 @@ class FraudTGN(nn.Module):
         gone = set(forgotten)
         partners = self.neighbours.nbr[nodes]
         partners = [p for p in partners[partners >= 0].unique().tolist() if p not in gone]
-        empty_i = mem.memory.new_empty((0,), dtype=torch.long)
-        empty_m = mem.memory.new_empty((0, mem.raw_msg_dim))
-        empty = (empty_i, empty_i, empty_i, empty_m)
+        empty = self._no_message()
         for store in (mem.msg_s_store, mem.msg_d_store):
             for node in partners:
                 if not gone.isdisjoint(store[node][1].tolist()):
