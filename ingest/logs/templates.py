@@ -46,6 +46,18 @@ _UNIT = r"(?:[KMGTP]i?B|B|bytes?|[kKMG]?bps|ms|us|ns|s|secs?|seconds?|mins?|minu
 
 _DIGITS = tuple("0123456789")
 
+# A code location names the statement that logged the line, so it is template text, not a value: a qualified
+# class and its line ("t.s.TravelServiceImpl#532", as Logback's "%logger{0}#%line" patterns print it) or a
+# source file and its line ("Main.java:42", "handlers.py:118"). Masking it as a number merged every statement
+# of a service that logs the same words into one template, and a statement that stops being logged (an aborted
+# handler) or starts (a new error path) could not be told from the rest.
+_SOURCE_SUFFIX = ("java", "kt", "scala", "groovy", "py", "go", "rb", "js", "ts", "cs", "rs", "php", "swift",
+                  "c", "cc", "cpp", "h", "hpp", "ex", "erl")
+_CODE_LOCATION = (r"(?:(?:[A-Za-z_$\[][\w$\[\]]*\.)+[A-Za-z_$\[][\w$\[\]]*#\d{1,6}"
+                  r"|[\w$.\-]*\.(?:" + "|".join(_SOURCE_SUFFIX) + r"):\d{1,6})")
+_NOT_CODE_LOCATION = r"(?!" + _CODE_LOCATION + r"(?=[)\]}\"',;:.]*(?:\s|$)))"
+_NOT_AFTER_SOURCE_FILE = "".join(rf"(?<!\.{suffix}:)" for suffix in _SOURCE_SUFFIX)
+
 
 @dataclass(frozen=True)
 class MaskRule:
@@ -89,7 +101,7 @@ DEFAULT_MASKING: tuple[MaskRule, ...] = (
     MaskRule(_L + r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?" + _R, "TIME", (":",)),
     MaskRule(_L + r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?" + _R, "IP", (".",)),
     # host:port endpoints ("proxy.example.org:5070"): the host is part of the value.
-    MaskRule(r"(?<![\w.\-/])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST", (":",)),
+    MaskRule(r"(?<![\w.\-/])" + _NOT_CODE_LOCATION + r"[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST", (":",)),
     MaskRule(_L + r"blk_-?\d+" + _R, "BLK", ("blk_",)),
     MaskRule(_L + r"0[xX][0-9a-fA-F]+" + _R, "HEX", ("0x", "0X")),
     # Hex ids/hashes: 8+ hex digits with at least one digit and one letter (plain words never qualify).
@@ -99,14 +111,17 @@ DEFAULT_MASKING: tuple[MaskRule, ...] = (
     # The value of key=value, maybe quoted.
     MaskRule(r"(?<==)(?:\"[^\"]*\"|'[^']*'|[^\s,;&=\])}]+)", "VAL", ("=",)),
     MaskRule(r"(?<=\.\.)[-+]?\d[\w.]*", "NUM", ("..",)),  # the value after dot leaders: "threshold.......0"
-    MaskRule(r"(?<=[A-Za-z]:)[-+]?\d[\w.]*" + _R, "NUM", (":",)),  # "key:123": keep the key, mask the value
+    # "key:123": keep the key, mask the value (not the line of a source file: "Main.java:42" names a statement)
+    MaskRule(r"(?<=[A-Za-z]:)" + _NOT_AFTER_SOURCE_FILE + r"[-+]?\d[\w.]*" + _R, "NUM", (":",)),
     MaskRule(
         r"(?<![^\s(\[{\"'=:,])(?:true|false|True|False|null|None)(?![^\s)\]}\"',;.])",
         "BOOL",
         ("true", "false", "True", "False", "null", "None"),
     ),
     # Catch-all: a whitespace token holding a digit is a variable (its edge punctuation is kept).
-    MaskRule(r"(?<![^\s(\[{\"'=])(?![(\[{\"'])\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM", _DIGITS),
+    # Code locations are not values: see _CODE_LOCATION.
+    MaskRule(r"(?<![^\s(\[{\"'=])(?![(\[{\"'])" + _NOT_CODE_LOCATION + r"\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM",
+             _DIGITS),
 )
 
 _MASK_TOKEN = re.compile(r"<[A-Z]+>|<\*>")
