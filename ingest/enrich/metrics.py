@@ -27,6 +27,10 @@ class MetricScorerConfig:
     #: Deviation floor, relative to the mean's magnitude, so flat series do not give infinite scores.
     relative_floor: float = 0.02
     absolute_floor: float = 1e-6
+    #: Scores saturate here. A series that sat at zero divides its first jump by the absolute floor (a score
+    #: of millions); such a score says no more than this one does, and it would swamp every comparison of
+    #: scores across series (rankings, features, baselines).
+    max_score: float = 50.0
     max_series: int = 200_000
 
 
@@ -72,7 +76,7 @@ class MetricAnomalyScorer:
             return MetricScore(0.0, 0.0, value, warm=False)
         self._series.move_to_end(series)
         scale = max(state.dev, abs(state.mean) * cfg.relative_floor, cfg.absolute_floor)
-        z = (value - state.mean) / scale
+        z = max(-cfg.max_score, min(cfg.max_score, (value - state.mean) / scale))
         warm = state.count >= cfg.warmup
         # Learn a clipped copy so a burst cannot become the new normal within a few samples.
         learned = state.mean + max(-cfg.clip, min(cfg.clip, z)) * scale if warm else value

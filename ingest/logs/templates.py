@@ -53,9 +53,14 @@ _DIGITS = tuple("0123456789")
 # handler) or starts (a new error path) could not be told from the rest.
 _SOURCE_SUFFIX = ("java", "kt", "scala", "groovy", "py", "go", "rb", "js", "ts", "cs", "rs", "php", "swift",
                   "c", "cc", "cpp", "h", "hpp", "ex", "erl")
-_CODE_LOCATION = (r"(?:(?:[A-Za-z_$\[][\w$\[\]]*\.)+[A-Za-z_$\[][\w$\[\]]*#\d{1,6}"
-                  r"|[\w$.\-]*\.(?:" + "|".join(_SOURCE_SUFFIX) + r"):\d{1,6})")
-_NOT_CODE_LOCATION = r"(?!" + _CODE_LOCATION + r"(?=[)\]}\"',;:.]*(?:\s|$)))"
+_SOURCE_FILE_LINE = r"\.(?:" + "|".join(_SOURCE_SUFFIX) + r"):\d{1,6}"
+# Where a code location ends its whitespace token, trailing punctuation aside: "<letter or ]>#<line>" in a token
+# holding a dot (a qualified class), or "<file>.<source suffix>:<line>" ("com.shop.Cart.add(Cart.java:118)", a
+# stack frame, is kept whole). Fixed-width tests at each position, so a long token costs linear time.
+_CODE_LOCATION_END = r"(?:[A-Za-z_$\]]#\d{1,6}|" + _SOURCE_FILE_LINE + r")[)\]}\"',;:.]*(?:\s|$)"
+_NOT_ENDING_IN_CODE_LOCATION = r"(?!(?=[^\s.]*\.)\S*?" + _CODE_LOCATION_END + ")"
+# A host and port is a value, a source file and its line is not.
+_NOT_SOURCE_FILE_LINE = r"(?![\w\-]*(?:\.[\w\-]+)*" + _SOURCE_FILE_LINE + ")"
 _NOT_AFTER_SOURCE_FILE = "".join(rf"(?<!\.{suffix}:)" for suffix in _SOURCE_SUFFIX)
 
 
@@ -101,7 +106,8 @@ DEFAULT_MASKING: tuple[MaskRule, ...] = (
     MaskRule(_L + r"\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?" + _R, "TIME", (":",)),
     MaskRule(_L + r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?" + _R, "IP", (".",)),
     # host:port endpoints ("proxy.example.org:5070"): the host is part of the value.
-    MaskRule(r"(?<![\w.\-/])" + _NOT_CODE_LOCATION + r"[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST", (":",)),
+    MaskRule(r"(?<![\w.\-/])" + _NOT_SOURCE_FILE_LINE + r"[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)+:\d{1,5}" + _R, "HOST",
+             (":",)),
     MaskRule(_L + r"blk_-?\d+" + _R, "BLK", ("blk_",)),
     MaskRule(_L + r"0[xX][0-9a-fA-F]+" + _R, "HEX", ("0x", "0X")),
     # Hex ids/hashes: 8+ hex digits with at least one digit and one letter (plain words never qualify).
@@ -120,8 +126,8 @@ DEFAULT_MASKING: tuple[MaskRule, ...] = (
     ),
     # Catch-all: a whitespace token holding a digit is a variable (its edge punctuation is kept).
     # Code locations are not values: see _CODE_LOCATION.
-    MaskRule(r"(?<![^\s(\[{\"'=])(?![(\[{\"'])" + _NOT_CODE_LOCATION + r"\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM",
-             _DIGITS),
+    MaskRule(r"(?<![^\s(\[{\"'=])(?![(\[{\"'])" + _NOT_ENDING_IN_CODE_LOCATION
+             + r"\S*?\d\S*?(?=[)\]}\"',;:.]*(?:\s|$))", "NUM", _DIGITS),
 )
 
 _MASK_TOKEN = re.compile(r"<[A-Z]+>|<\*>")

@@ -24,6 +24,20 @@ def test_a_spike_scores_high_and_noise_does_not() -> None:
     assert spike is not None and spike.score > 20 and spike.z > 0
 
 
+def test_a_jump_off_a_flat_zero_series_saturates_instead_of_scoring_millions() -> None:
+    scorer = MetricAnomalyScorer()
+    for _ in range(30):
+        scorer.score(("pod", "syscalls"), 0.0)
+    up, down = scorer.score(("pod", "syscalls"), 5.0), scorer.score(("pod", "syscalls"), -3.0)
+    assert up is not None and up.score == 50.0 and up.z == 50.0  # 5 / 1e-6 without the cap
+    assert down is not None and down.z == -50.0
+    capped = MetricAnomalyScorer(MetricScorerConfig(max_score=8.0))
+    for _ in range(30):
+        capped.score(("pod", "syscalls"), 0.0)
+    jump = capped.score(("pod", "syscalls"), 5.0)
+    assert jump is not None and jump.score == 8.0
+
+
 def test_a_burst_does_not_become_the_baseline_quickly() -> None:
     scorer = MetricAnomalyScorer()
     for i in range(100):
@@ -83,5 +97,5 @@ def test_an_anomalous_metric_becomes_an_anomaly_node() -> None:
     events.append(MetricEvent(id="spike", at=AT + timedelta(minutes=61), entity="pay", metric="latency", value=900))
     batch = mapper.map(events).build()
     [anomaly] = [n for n in batch.nodes if n.label == "Anomaly"]
-    assert anomaly.props["metric"] == "latency" and anomaly.props["score"] > 50
+    assert anomaly.props["metric"] == "latency" and anomaly.props["score"] == 50.0  # z about 500, saturated
     assert [r.end for r in batch.rels if r.type == "ON"] == [NodeRef("Service", "pay")]

@@ -104,6 +104,44 @@ def test_variables_are_masked_into_one_template(lines: list[str], template: str)
     assert miner.templates() == {ids.pop(): template}
 
 
+@pytest.mark.parametrize(
+    ("lines", "template"),
+    [
+        (  # Logback "%logger{0}#%line": the statement's class and line stay, the trace ids go
+            ["16:42:09.486 INFO  t.s.TravelServiceImpl#532 TraceID: 6f3cbf058c27 SpanID: 576f9c38 [query] done",
+             "16:43:10.001 INFO  t.s.TravelServiceImpl#532 TraceID: a1b2c3d4e5f6 SpanID: 9e8d7c6b [query] done"],
+            "<*> INFO t.s.TravelServiceImpl#532 TraceID: <*> SpanID: <*> [query] done",
+        ),
+        (  # a stack frame and a Python source line
+            ["at com.shop.Cart.add(Cart.java:118) after 12 ms", "at com.shop.Cart.add(Cart.java:118) after 3 ms"],
+            "at com.shop.Cart.add(Cart.java:118) after <*>",
+        ),
+        (
+            ["handlers.py:42 request 981 failed", "handlers.py:42 request 7 failed"],
+            "handlers.py:42 request <*> failed",
+        ),
+        (  # a host and port is still a value
+            ["proxy.example.org:5070 refused 3 connections", "cache.internal:6379 refused 12 connections"],
+            "<*> refused <*> connections",
+        ),
+    ],
+)
+def test_code_locations_are_template_text(lines: list[str], template: str) -> None:
+    miner = _learn(lines)
+    ids = {miner.match(line).template_id for line in lines}  # type: ignore[union-attr]
+    assert len(ids) == 1
+    assert miner.templates() == {ids.pop(): template}
+
+
+def test_statements_at_other_code_locations_are_other_templates() -> None:
+    # Same words from two statements of one class: before, both locations were masked as numbers and the two
+    # statements were one template.
+    lines = [f"10:00:0{i} ERROR c.o.OrderServiceImpl#{line} TraceID: {i}f3a SpanID: {i}b [create] failed"
+             for i in range(4) for line in (88, 131)]
+    ids = mine_template_ids(lines)
+    assert len(set(ids)) == 2 and ids[0] == ids[2] != ids[1]
+
+
 def test_literal_words_stay_template_constants() -> None:
     lines = [f"[instance: {i}] VM {state} (Lifecycle Event)" for i in range(3) for state in ("Started", "Paused")]
     assert len(set(mine_template_ids(lines))) == 2
