@@ -2,8 +2,11 @@
 
 An alert joins the open incident whose services include its own, or one it calls or is called by, within
 the storm window of the incident's first alert (``rules.ops.joins_group``, the same rule the batch grouping
-uses); otherwise it opens a new incident. Once event time has moved ``settle_s`` past the incident's newest
-alert, the RCA engine analyses it from its first alert, and the detector writes:
+uses); otherwise it opens a new incident. The RCA engine analyses it from its first alert as soon as event
+time reaches ``first_analysis_s`` past that alert (the telemetry of that moment has arrived on every partition),
+so alerting gets a root cause within seconds, and again once event time has moved ``settle_s`` past the
+incident's newest alert (the storm has gathered, and the telemetry after the onset with it). Each analysis
+writes:
 
 * ``(:Incident {id, at, started_at, status, symptom, alerts, root_cause, score, model, analysed_at})``;
 * ``(:Incident)-[:GROUPS]->(:Alert)`` for each alert;
@@ -58,10 +61,14 @@ _KIND_LABEL = {"service": "Service", "instance": "Instance", "host": "Host", "ch
 class IncidentConfig:
     """When incidents are analysed and how much state they keep."""
 
-    #: Analyse once event time is this far past the incident's newest alert (lets an alert storm gather).
+    #: First analysis once event time is this far past the incident's first alert: a root cause within seconds,
+    #: from the telemetry up to then (negative: none; the first analysis waits for the storm to settle).
+    first_analysis_s: float = 0.0
+    #: Analyse (again) once event time is this far past the incident's newest alert (lets an alert storm gather,
+    #: and the telemetry after the onset arrive).
     settle_s: float = 60.0
     #: Re-analyse at most this many times as alerts keep joining (the first analysis included).
-    max_analyses: int = 3
+    max_analyses: int = 4
     top_k: int = 5
     max_open: int = 1000
     #: A partition silent for this many wall-clock seconds no longer holds event time back.
@@ -83,6 +90,8 @@ class _Open:
     last_alert_at: datetime
     analysed_alerts: int = 0
     analyses: int = 0
+    #: Whether an analysis ran after the storm settled (an early one is repeated then, new alerts or not).
+    settled: bool = False
     ranked: set[NodeRef] = field(default_factory=set)
     #: The first-ranked cause of the latest analysis.
     top: NodeRef | None = None
@@ -189,12 +198,17 @@ class IncidentDetector:
         out.rel("GROUPS", incident, out.node("Alert", alert.id))
 
     def _pending(self, incident: _Open) -> bool:
-        """Alerts joined since the last analysis, and analyses left."""
-        return len(incident.alerts) > incident.analysed_alerts and incident.analyses < self.config.max_analyses
+        """Alerts joined since the last analysis, or no analysis since the storm settled; and analyses left."""
+        news = len(incident.alerts) > incident.analysed_alerts or (incident.analyses > 0 and not incident.settled)
+        return news and incident.analyses < self.config.max_analyses
+
+    def _settled(self, incident: _Open, now: datetime) -> bool:
+        return now - incident.last_alert_at >= timedelta(seconds=self.config.settle_s)
 
     def _due(self, incident: _Open, now: datetime) -> bool:
-        settled = now - incident.last_alert_at >= timedelta(seconds=self.config.settle_s)
-        return settled and self._pending(incident)
+        early = (incident.analyses == 0 and self.config.first_analysis_s >= 0
+                 and now - incident.started_at >= timedelta(seconds=self.config.first_analysis_s))
+        return (early or self._settled(incident, now)) and self._pending(incident)
 
     def _closed(self, incident: _Open, now: datetime) -> bool:
         """No alert can join any more (past the storm window) and nothing is left to analyse."""
@@ -207,6 +221,8 @@ class IncidentDetector:
     def _analyse(self, incident: _Open, out: BatchBuilder) -> Finding | None:
         incident.analyses += 1
         incident.analysed_alerts = len(incident.alerts)
+        stage = "settled" if self._watermark is not None and self._settled(incident, self._watermark) else "early"
+        incident.settled = incident.settled or stage == "settled"
         result = self._engine.analyze(NodeRef("Alert", incident.alerts[0]), top_k=self.config.top_k)
         analysed_at = self._watermark or incident.last_alert_at
         twin = self._same_cause(incident, result)
@@ -238,7 +254,7 @@ class IncidentDetector:
             incident.top = NodeRef(_KIND_LABEL[top.kind], top.name)
         if not result.candidates:
             return None
-        return _finding(incident, result, storm, self.name)
+        return _finding(incident, result, storm, self.name, stage)
 
     def _resolve(self, alert: AlertEvent, store: GraphStore, out: BatchBuilder) -> Finding | None:
         """Resolve the incident grouping ``alert`` when none of its alerts fires any more."""
@@ -307,12 +323,15 @@ class IncidentDetector:
                          facts={k: str(v) for k, v in f.evidence.items()}, weight=f.score) for f in fired]
 
 
-def _finding(incident: _Open, result: RcaResult, storm: list[Evidence], detector: str) -> Finding:
+def _finding(incident: _Open, result: RcaResult, storm: list[Evidence], detector: str, stage: str) -> Finding:
+    """The incident's finding after an analysis; ``stage`` is ``early`` (before the storm settled: a later
+    finding with the same id may name another cause) or ``settled``."""
     top: Candidate = result.candidates[0]
     ranked = ", ".join(f"{c.rank}. {c.kind} {c.name} ({c.score:.2f})" for c in result.candidates[:3])
     evidence = [
         Evidence(source=f"model:{result.method}", summary=f"ranked root causes: {ranked}",
-                 facts={"path": " -> ".join(top.path), "symptom": result.symptom or ""}, weight=top.score),
+                 facts={"path": " -> ".join(top.path), "symptom": result.symptom or "", "stage": stage,
+                        "alerts": str(len(incident.alerts))}, weight=top.score),
         *storm,
     ]
     entities = [EntityRef(kind="incident", name=incident.id), EntityRef(kind=top.kind, name=top.name)]

@@ -50,12 +50,19 @@ class DemoView:
     def show(self, outcome: object) -> None:
         """Print the new findings of a batch outcome (called on the pipeline thread)."""
         for finding in getattr(outcome, "findings", []):
-            if finding.id in self.seen:
+            # An incident is published again when it is analysed again (early, then settled): shown at each stage
+            # and whenever its title (its root cause) changes, counted once.
+            stage = finding.evidence[0].facts.get("stage", "") if finding.evidence else ""
+            shown = f"{finding.id}\x1f{finding.title}\x1f{stage}"
+            if shown in self.seen:
                 continue
-            self.seen.add(finding.id)
-            self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
+            self.seen.add(shown)
+            if finding.id not in self.seen:
+                self.seen.add(finding.id)
+                self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
             if finding.kind in self.FULL or self.counts[finding.kind] <= self.SAMPLE:
-                print(f"{self._stamp()} {finding.kind:<18} {finding.score:.2f}  {finding.title}", flush=True)
+                print(f"{self._stamp()} {finding.kind:<18} {finding.score:.2f}  {finding.title}"
+                      + (f" ({stage})" if stage else ""), flush=True)
                 if finding.kind in self.FULL and finding.evidence:
                     print(f"{'':10} {finding.evidence[0].summary}"[:160], flush=True)
 

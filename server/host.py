@@ -76,7 +76,8 @@ def build_detectors(settings: Settings, engine: RulesEngine, store: GraphStore) 
     fraud = load_detector(checkpoint if checkpoint.is_file() else None)
     cfg = settings.incidents
     incidents = IncidentDetector(build_rca_engine(store, settings, engine),
-                                 IncidentConfig(settle_s=cfg.settle_s, top_k=cfg.top_k,
+                                 IncidentConfig(first_analysis_s=cfg.first_analysis_s, settle_s=cfg.settle_s,
+                                                top_k=cfg.top_k,
                                                 idle_partition_s=cfg.idle_partition_s,
                                                 max_partition_lag_s=cfg.max_partition_lag_s))
     return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount)),

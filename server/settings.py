@@ -83,7 +83,10 @@ class RulesSettings(BaseModel):
 class IncidentSettings(BaseModel):
     """Incidents from streaming alerts (``ingest.incidents``)."""
 
-    #: Analyse an incident once event time is this many seconds past its newest alert.
+    #: First analysis once event time is this many seconds past an incident's first alert (negative: none
+    #: before the storm settles).
+    first_analysis_s: float = 0.0
+    #: Analyse an incident (again) once event time is this many seconds past its newest alert.
     settle_s: float = 60.0
     #: Root-cause candidates written back per incident.
     top_k: int = 5

@@ -66,3 +66,24 @@ def test_the_demo_serves_reflection_and_streams_incidents_and_rings(tmp_path: Pa
             demo.kill()
             demo.wait(10)
     assert "Traceback" not in out.read_text(errors="replace")
+
+
+def test_the_demo_view_shows_an_incident_at_each_stage_and_counts_it_once(capsys) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from schema.findings import Evidence, Finding
+    from server.cli import DemoView
+
+    def incident(cause: str, stage: str) -> Finding:
+        return Finding(id="incident:inc-1", kind="incident", at=datetime(2026, 1, 5, tzinfo=UTC), score=0.9,
+                       title=f"incident on api: root cause service {cause}", detector="rca.incidents",
+                       evidence=[Evidence(source="model:gnn", summary="ranked", facts={"stage": stage})])
+
+    view = DemoView(0.0)
+    for finding in (incident("db", "early"), incident("db", "early"), incident("cache", "settled"),
+                    incident("cache", "settled")):
+        view.show(SimpleNamespace(findings=[finding]))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "incident on api" in line]
+    assert [line.split("root cause ")[1] for line in lines] == ["service db (early)", "service cache (settled)"]
+    assert view.counts == {"incident": 1}

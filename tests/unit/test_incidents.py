@@ -177,6 +177,53 @@ def test_alerts_of_one_batch_are_placed_in_event_time_order() -> None:
     assert store.count("Incident") == 1
 
 
+def _incident_findings(result) -> list:  # noqa: ANN001
+    return [f for f in result.findings if f.kind == "incident"]
+
+
+@pytest.mark.parametrize("first_analysis_s", [0.0, -1.0])
+def test_a_first_analysis_as_soon_as_the_alert_time_is_reached_then_again_once_settled(
+        first_analysis_s: float) -> None:
+    """Alerting gets a root cause as soon as the telemetry of the first alert's moment has arrived, marked
+    ``early``; once the storm has settled the incident is analysed again with the alerts that joined (and the
+    telemetry after the onset), and that finding, with the same id, is marked ``settled``. Nothing more comes
+    after that without new alerts. With a negative ``first_analysis_s`` only the settled analysis runs."""
+    store, detector, pipeline = _streaming(IncidentConfig(first_analysis_s=first_analysis_s, settle_s=60))
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    api = AlertEvent(id="a-api", at=T0 + timedelta(seconds=20), name="Errors", service="api")
+    incident = incident_id("a-db", T0)
+    first = pipeline.process(_on(0, _lines("db", T0 - timedelta(minutes=1), 1), 0) + _on(1, [db], 0))
+    if first_analysis_s >= 0:
+        [early] = _incident_findings(first)
+        assert early.id == f"incident:{incident}" and early.evidence[0].facts["stage"] == "early"
+        assert early.evidence[0].facts["alerts"] == "1"
+        assert store.get_node(NodeRef("Incident", incident)).props["status"] == "analysed"
+    else:
+        assert _incident_findings(first) == []
+    # The storm grows; 40 s after its newest alert it has not settled yet.
+    joined = pipeline.process(_on(1, [api], 1) + _on(0, [LogEvent(id="l-60", at=T0 + timedelta(seconds=60),
+                                                                    service="db", message="served")], 2))
+    assert _incident_findings(joined) == []
+    settled = pipeline.process(_on(0, _lines("db", T0 + timedelta(seconds=90), 1), 3))  # 130 s past a-api
+    [finding] = _incident_findings(settled)
+    assert finding.id == f"incident:{incident}" and finding.evidence[0].facts["stage"] == "settled"
+    assert finding.evidence[0].facts["alerts"] == "2"
+    assert detector._open[incident].analyses == (2 if first_analysis_s >= 0 else 1)
+    later = pipeline.process(_on(0, _lines("db", T0 + timedelta(minutes=5), 1), 5))
+    assert _incident_findings(later) == []
+
+
+def test_an_early_analysis_is_repeated_once_settled_without_new_alerts() -> None:
+    """The early analysis saw only the telemetry up to the alert: the one after the onset still counts."""
+    store, detector, pipeline = _streaming(IncidentConfig(first_analysis_s=0, settle_s=60))
+    db = AlertEvent(id="a-db", at=T0, name="HighLatency", service="db")
+    [early] = _incident_findings(pipeline.process(_records([db, *_lines("db", T0, 0)])))
+    assert early.evidence[0].facts["stage"] == "early"
+    [settled] = _incident_findings(pipeline.process(_records(_lines("db", T0 + timedelta(minutes=2), 0), 10)))
+    assert settled.evidence[0].facts["stage"] == "settled" and settled.id == early.id
+    assert _incident_findings(pipeline.process(_records(_lines("db", T0 + timedelta(minutes=4), 0), 20))) == []
+
+
 def _resolved(alert: AlertEvent, ends: datetime) -> AlertEvent:
     return alert.model_copy(update={"status": "resolved", "ends_at": ends})
 
