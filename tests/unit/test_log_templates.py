@@ -95,19 +95,7 @@ def _learn(lines: list[str], config: LogTemplateConfig | None = None) -> LogTemp
             ["closed, 0 bytes sent, lifetime <1 sec", "closed, 1190 bytes (1.16 KB) sent, lifetime 00:02"],
             "closed, <*> sent, lifetime <*>",
         ),
-    ],
-)
-def test_variables_are_masked_into_one_template(lines: list[str], template: str) -> None:
-    miner = _learn(lines)
-    ids = {miner.match(line).template_id for line in lines}  # type: ignore[union-attr]
-    assert len(ids) == 1
-    assert miner.templates() == {ids.pop(): template}
-
-
-@pytest.mark.parametrize(
-    ("lines", "template"),
-    [
-        (  # Logback "%logger{0}#%line": the statement's class and line stay, the trace ids go
+        (  # a code location is template text (Logback "%logger{0}#%line"); the trace ids are values
             ["16:42:09.486 INFO  t.s.TravelServiceImpl#532 TraceID: 6f3cbf058c27 SpanID: 576f9c38 [query] done",
              "16:43:10.001 INFO  t.s.TravelServiceImpl#532 TraceID: a1b2c3d4e5f6 SpanID: 9e8d7c6b [query] done"],
             "<*> INFO t.s.TravelServiceImpl#532 TraceID: <*> SpanID: <*> [query] done",
@@ -126,7 +114,7 @@ def test_variables_are_masked_into_one_template(lines: list[str], template: str)
         ),
     ],
 )
-def test_code_locations_are_template_text(lines: list[str], template: str) -> None:
+def test_variables_are_masked_into_one_template(lines: list[str], template: str) -> None:
     miner = _learn(lines)
     ids = {miner.match(line).template_id for line in lines}  # type: ignore[union-attr]
     assert len(ids) == 1
