@@ -40,7 +40,8 @@ class DemoView:
 
     def __init__(self, started: float) -> None:
         self.started = started
-        self.seen: set[str] = set()
+        self.seen: set[str] = set()  # finding ids (each counted once)
+        self.shown: set[tuple[str, str, str]] = set()  # (id, title, stage) printed
         self.counts: dict[str, int] = {}
         self.fed: dict[str, int] = {}
 
@@ -53,10 +54,10 @@ class DemoView:
             # An incident is published again when it is analysed again (early, then settled): shown at each stage
             # and whenever its title (its root cause) changes, counted once.
             stage = finding.evidence[0].facts.get("stage", "") if finding.evidence else ""
-            shown = f"{finding.id}\x1f{finding.title}\x1f{stage}"
-            if shown in self.seen:
+            shown = (finding.id, finding.title, stage)
+            if shown in self.shown:
                 continue
-            self.seen.add(shown)
+            self.shown.add(shown)
             if finding.id not in self.seen:
                 self.seen.add(finding.id)
                 self.counts[finding.kind] = self.counts.get(finding.kind, 0) + 1
