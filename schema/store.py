@@ -222,6 +222,10 @@ class LogSlices:
     new_errors: tuple[float, ...]
 
 
+#: One node's log lines per template id: ``(lines before the split, lines from it)`` (``GraphStore.template_mix``).
+TemplateMix = dict[str, tuple[float, float]]
+
+
 @dataclass(frozen=True)
 class TrafficSlices:
     """One service's calls per slice of a window, summed from the ``CALLED`` buckets (one per caller, callee and
@@ -318,6 +322,12 @@ class GraphStore(Protocol):
         """Per-slice sums of the ``EMITTED`` counts of Service/Instance ``refs`` whose bucket lies in the bounded
         window, aggregated where the data is (one read, one row per node whatever the number of templates and
         buckets). Slices follow :func:`slice_index` and :func:`slice_count`; nodes without lines are absent."""
+
+    def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
+                     until: datetime) -> dict[NodeRef, TemplateMix]:
+        """Per Service/Instance of ``refs``, the ``EMITTED`` lines of each template before ``split`` (buckets in
+        ``[since, split)``) and from it (``[split, until)``), summed where the data is (one read). Nodes without
+        lines in ``[since, until)`` are absent."""
 
     def neighbourhood(
         self,

@@ -12,7 +12,7 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -188,6 +188,9 @@ def build_rca_engine(store: GraphStore, settings: Settings, rules: RulesEngine |
         config = RcaConfig(features=features, rules_weight=weight)
     else:
         log.warning("no RCA checkpoint at %s: root causes are ranked by rules and anomaly scores", checkpoint)
+    config = replace(config, shift_weight=settings.rca.shift_weight,
+                     features=replace(config.features, shift_history_minutes=settings.rca.shift_history_minutes,
+                                      shift_lead_minutes=settings.rca.shift_lead_minutes))
     tune_gc(settings)
     return RcaEngine(store, model, rules or RulesEngine(), config)
 

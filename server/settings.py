@@ -96,6 +96,18 @@ class IncidentSettings(BaseModel):
     max_partition_lag_s: float = 600.0
 
 
+class RcaSettings(BaseModel):
+    """Root-cause ranking knobs that are not part of the model (``gnn.rca``)."""
+
+    #: Weight of the deepest log template mix shift added to the model's scores (``RcaConfig.shift_weight``).
+    #: (Literal defaults: this module does not import torch; a unit test keeps them equal to the engine's.)
+    shift_weight: float = 16.0
+    #: Minutes of a node's own log history its template mix is compared with (0: no shift read).
+    shift_history_minutes: int = 60
+    #: The compared period starts this many minutes before the alert or reference time.
+    shift_lead_minutes: int = 1
+
+
 class GrpcSettings(BaseModel):
     """The gRPC server."""
 
@@ -173,6 +185,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    rca: RcaSettings = Field(default_factory=RcaSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     mapping: MappingConfig = Field(default_factory=MappingConfig)

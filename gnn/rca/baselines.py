@@ -6,6 +6,9 @@
   walking from callers to callees, services to instances to hosts and to changes, with transition weights
   proportional to how anomalous the target is (MicroRank/MicroCause style).
 * ``earliest``: earliest anomaly onset first (the first entity to go wrong is blamed).
+* ``logshift``: the deepest shift of the log template mix (:func:`gnn.rca.logshift.deepest_shift`): the node
+  whose mix of log statements moved most from its own recent past, less what its callees moved (Nezha-style
+  pattern comparison, without labels).
 
 Changes have no metrics: a change is scored like the entity it changed if it happened before the
 reference time, plus a tiny tie-break, so a baseline can blame a change (and also innocent ones).
@@ -16,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from gnn.rca.features import IncidentGraph
+from gnn.rca.logshift import deepest_shift
 
-BASELINES: tuple[str, ...] = ("baro", "pagerank", "earliest")
+BASELINES: tuple[str, ...] = ("baro", "pagerank", "earliest", "logshift")
 
 
 def _node_anomaly(graph: IncidentGraph) -> np.ndarray:
@@ -96,12 +100,20 @@ def earliest_scores(graph: IncidentGraph) -> np.ndarray:
     return score
 
 
-def baseline_scores(graph: IncidentGraph, method: str) -> np.ndarray:
-    """Scores of one baseline by name."""
+def logshift_scores(graph: IncidentGraph, shift: np.ndarray) -> np.ndarray:
+    """The deepest log template mix shift per candidate, from each node's shift (see
+    :func:`gnn.rca.features.read_log_shift`: the one baseline that needs a read of its own)."""
+    return deepest_shift(shift, graph.kinds, graph.service_of, graph.callees)
+
+
+def baseline_scores(graph: IncidentGraph, method: str, shift: np.ndarray | None = None) -> np.ndarray:
+    """Scores of one baseline by name (``logshift`` needs ``shift``, each node's log template mix shift)."""
     if method == "baro":
         return baro_scores(graph)
     if method == "pagerank":
         return pagerank_scores(graph)
     if method == "earliest":
         return earliest_scores(graph)
+    if method == "logshift":
+        return logshift_scores(graph, shift if shift is not None else np.zeros(graph.n))
     raise ValueError(f"unknown baseline {method!r}; expected one of {BASELINES}")

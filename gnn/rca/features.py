@@ -22,6 +22,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
+from gnn.rca.logshift import template_shift
 from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
@@ -86,6 +87,12 @@ class FeatureConfig:
     #: every ``CALLED`` bucket (the costliest part of it on Neo4j) and those features are zeros: models trained
     #: without them (the shipped one) read only the features before them.
     traffic: bool = False
+    #: Log template mix shift (:mod:`gnn.rca.logshift`): each service's and instance's template counts from
+    #: ``shift_lead_minutes`` before the reference time to the window's end are compared with the
+    #: ``shift_history_minutes`` before that (the lead leaves room for an alert that fires minutes after the
+    #: onset). 0 history minutes skips the read (shifts are zeros).
+    shift_history_minutes: int = 60
+    shift_lead_minutes: int = 1
 
 
 @dataclass
@@ -309,6 +316,25 @@ def extract_incident(store: GraphStore, anchor: NodeRef, window: TimeWindow | No
         symptom=symptom, reference_time=ref_time, window=window, slices=slices, signals=signals,
         service_of=service_of, callees=callees, change_at=change_at, change_kind=change_kind,
     )
+
+
+def read_log_shift(store: GraphStore, graph: IncidentGraph, cfg: FeatureConfig,
+                   nodes: Sequence[int] | None = None) -> np.ndarray:
+    """Per node of ``graph``, the log template mix shift (:func:`gnn.rca.logshift.template_shift`) from one
+    ``template_mix`` read of its services and instances (of ``nodes`` only, when given; the rest stay 0)."""
+    shift = np.zeros(graph.n)
+    chosen = range(graph.n) if nodes is None else sorted(set(nodes))
+    emitters = [graph.refs[i] for i in chosen if graph.refs[i].label in ("Service", "Instance")]
+    until = graph.window.until
+    assert until is not None
+    split = graph.reference_time - timedelta(minutes=cfg.shift_lead_minutes)
+    if cfg.shift_history_minutes <= 0 or not emitters or split >= until:
+        return shift
+    index = {ref: i for i, ref in enumerate(graph.refs)}
+    for ref, counts in store.template_mix(emitters, split - timedelta(minutes=cfg.shift_history_minutes), split,
+                                          until).items():
+        shift[index[ref]] = template_shift(counts)
+    return shift
 
 
 def _bounded_walk(store: GraphStore, start: NodeRef, window: TimeWindow, cfg: FeatureConfig,

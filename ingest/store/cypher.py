@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec, window_basis
+from schema.graph import NODES, RELS, TIME_PROPS, NodeSpec, RelSpec, node_spec, window_basis
 from schema.store import MAX_REACH_HOPS
 
 NODE_KEYS: dict[str, str] = {spec.label: spec.key for spec in NODES}
@@ -320,6 +320,26 @@ def _new_log_slices(spec: NodeSpec) -> str:
 #: Per-slice lines of templates first seen inside the window (the ``new_*`` sums of ``GraphStore.log_slices``).
 NEW_LOG_SLICES: dict[str, str] = {
     spec.label: _new_log_slices(spec)
+    for rel in RELS if rel.type == "EMITTED"
+    for spec in NODES if spec.label in rel.starts
+}
+
+def _template_mix(spec: NodeSpec) -> str:
+    # From each emitter, its EMITTED buckets of the period, summed per template on either side of $split.
+    return (
+        "UNWIND $keys AS key\n"
+        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->(t:LogTemplate)\n"
+        "WHERE r.bucket >= $since AND r.bucket < $until\n"
+        f"WITH key, t.{node_spec('LogTemplate').key} AS tpl,\n"
+        "     sum(CASE WHEN r.bucket < $split THEN toFloat(coalesce(r.count, 0)) ELSE 0.0 END) AS before,\n"
+        "     sum(CASE WHEN r.bucket >= $split THEN toFloat(coalesce(r.count, 0)) ELSE 0.0 END) AS after\n"
+        "RETURN key, collect([tpl, before, after]) AS mix"
+    )
+
+
+#: Lines per template before and from a split time, per emitter (``GraphStore.template_mix``).
+TEMPLATE_MIX: dict[str, str] = {
+    spec.label: _template_mix(spec)
     for rel in RELS if rel.type == "EMITTED"
     for spec in NODES if spec.label in rel.starts
 }

@@ -26,6 +26,7 @@ from schema.store import (
     Rel,
     RelRow,
     Subgraph,
+    TemplateMix,
     TimeWindow,
     check_hop_direction,
     check_reach,
@@ -302,6 +303,19 @@ class MemoryGraphStore:
                 acc[2][k] += count
                 acc[3][k] += errors
         return {ref: LogSlices(*(tuple(a) for a in acc)) for ref, acc in sums.items()}
+
+    def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
+                     until: datetime) -> dict[NodeRef, TemplateMix]:
+        emitters = set(rel_spec("EMITTED").starts)
+        mix: dict[NodeRef, dict[str, list[float]]] = {}
+        window = TimeWindow(since, until)
+        for hop in self.expand([r for r in refs if r.label in emitters], "EMITTED", "out", window):
+            bucket = hop.rel.props.get("bucket")
+            if bucket is None:
+                continue
+            counts = mix.setdefault(hop.near, {}).setdefault(hop.node.ref.key, [0.0, 0.0])
+            counts[0 if bucket < split else 1] += float(hop.rel.props.get("count") or 0)
+        return {ref: {tpl: (c[0], c[1]) for tpl, c in tpls.items()} for ref, tpls in mix.items()}
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:

@@ -36,6 +36,7 @@ from schema.store import (
     Rel,
     RelRow,
     Subgraph,
+    TemplateMix,
     TimeWindow,
     check_hop_direction,
     check_reach,
@@ -465,6 +466,27 @@ class Neo4jGraphStore:
              for rollup_id, offsets, block_count, block_errors in rollups),
             ((NodeRef(label, record["key"]), record["slices"]) for label, records in fresh for record in records),
         )
+
+    def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
+                     until: datetime) -> dict[NodeRef, TemplateMix]:
+        by_label: dict[str, list[str]] = {}
+        for ref in dict.fromkeys(refs):
+            if ref.label in cypher.TEMPLATE_MIX:
+                by_label.setdefault(ref.label, []).append(ref.key)
+        if not by_label:
+            return {}
+
+        def work(tx: neo4j.ManagedTransaction) -> list[tuple[str, list[Any]]]:
+            return [(label, list(tx.run(cypher.TEMPLATE_MIX[label], keys=keys, since=since, split=split,
+                                        until=until)))
+                    for label, keys in by_label.items()]
+
+        with _translated("template mix"), self._driver.session(database=self._database) as session:
+            found = session.execute_read(work)
+        return {
+            NodeRef(label, record["key"]): {tpl: (float(before), float(after)) for tpl, before, after in record["mix"]}
+            for label, records in found for record in records
+        }
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:

@@ -279,6 +279,6 @@ def add_investigator_commands(command: CommandFactory) -> None:
     p.add_argument("--since", help="window start, ISO 8601")
     p.add_argument("--until", help="window end, ISO 8601")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--method", default="", help="gnn (default), rules, baro, pagerank or earliest")
+    p.add_argument("--method", default="", help="gnn (default), rules, baro, pagerank, earliest or logshift")
     p.add_argument("--svg", metavar="FILE", help="draw the ranked causes and the propagation path into FILE")
     p.add_argument("--json", action="store_true")

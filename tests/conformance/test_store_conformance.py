@@ -184,6 +184,35 @@ def test_log_slices_sum_template_counts_per_slice_in_the_database(store: GraphSt
         store.log_slices(refs, TimeWindow(since, None), 120)
 
 
+def test_template_mix_sums_lines_per_template_on_either_side_of_the_split(store: GraphStore) -> None:
+    store.write(_topology(T0))
+    b = BatchBuilder()
+    co, inst = b.node("Service", "checkout"), b.node("Instance", "payments-0")
+    for emitter, template, at, count in (
+        (co, "T1", T0 - timedelta(minutes=30), 50),  # before `since`: not read
+        (co, "T1", T0 - timedelta(minutes=10), 7),
+        (co, "T1", T0 - timedelta(minutes=9), 3),
+        (co, "T2", T0 - timedelta(minutes=9), 2),
+        (co, "T1", T0, 1),  # exactly at the split: after it
+        (co, "T3", T0 + timedelta(minutes=3), 4),
+        (co, "T3", T0 + timedelta(minutes=5), 6),  # at `until`: not read
+        (inst, "T2", T0 + timedelta(minutes=1), 5),
+    ):
+        b.rel("EMITTED", emitter, b.node("LogTemplate", template, seen=at), key={"bucket": at},
+              add={"count": count, "errors": 0}, seen=at)
+    store.write(b.build())
+    refs = [NodeRef("Service", n) for n in ("checkout", "payments", "ghost")] + [
+        NodeRef("Instance", "payments-0"), NodeRef("Host", "node-1")]
+
+    got = store.template_mix(refs, T0 - timedelta(minutes=20), T0, T0 + timedelta(minutes=5))
+    assert got == {
+        NodeRef("Service", "checkout"): {"T1": (10.0, 1.0), "T2": (2.0, 0.0), "T3": (0.0, 4.0)},
+        NodeRef("Instance", "payments-0"): {"T2": (0.0, 5.0)},
+    }
+    assert store.template_mix(refs, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)) == {}
+    assert store.template_mix([], T0, T0, T0) == {}
+
+
 def test_neighbourhood_by_hops_and_window(store: GraphStore) -> None:
     store.write(_topology(T0))
     late = BatchBuilder()

@@ -337,7 +337,7 @@ def test_evaluate_rca_on_a_small_scenario(rules_engine: RulesEngine) -> None:
                                          segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6)))
     report = evaluate_rca(scenario.events, scenario.cases, MemoryGraphStore, None, rules_engine)
     assert report["cases"] == 2
-    assert set(report["baselines"]) == {"baro", "pagerank", "earliest"}
+    assert set(report["baselines"]) == {"baro", "pagerank", "earliest", "logshift"}
     assert 0.0 <= report["ac@1"] <= report["ac@3"] <= report["ac@5"] <= 1.0
     assert report["latency_ms"]["p50"] > 0
     assert np.isfinite(report["avg@5"])
