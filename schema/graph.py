@@ -95,7 +95,8 @@ NODES: tuple[NodeSpec, ...] = (
     # Read index, derived by the Neo4j store from EMITTED counters in the same transaction.
     NodeSpec("LogRollup", "id",
              description="Neo4j read index: one emitter's EMITTED counts per bucket of one UTC hour, summed over "
-                         "templates (`at_us`, `count`, `errors` lists); written with EMITTED, never by hand."),
+                         "templates (`at_us`, `count`, `errors` lists), and per bucket and template (`tpl_keys` "
+                         "'<offset>|<template>', `tpl_count`); written with EMITTED, never by hand."),
 )
 
 _OPS_ENTITIES = ("Service", "Instance", "Host")

@@ -103,7 +103,7 @@ class RcaSettings(BaseModel):
     #: (Literal defaults: this module does not import torch; a unit test keeps them equal to the engine's.)
     shift_weight: float = 16.0
     #: Minutes of a node's own log history its template mix is compared with (0: no shift read).
-    shift_history_minutes: int = 60
+    shift_history_minutes: int = 30
     #: The compared period starts this many minutes before the alert or reference time.
     shift_lead_minutes: int = 1
 

@@ -156,16 +156,15 @@ class RcaEngine:
 
     def shift_nodes(self, graph: IncidentGraph, scores: np.ndarray) -> list[int]:
         """The nodes whose log template mix shift the ``gnn`` ranking reads: the services of the
-        ``shift_candidates`` best-scored nodes, their instances, and the services they call (the deepest shift
-        subtracts those). Bounded, so the read does not grow with the incident; a node further down would need
-        more than ``shift_weight`` to reach the top."""
+        ``shift_candidates`` best-scored nodes and the services they call (the deepest shift subtracts those).
+        Services only, and a bounded number: the read costs Neo4j time per node and per logged minute, and a
+        candidate further down would need more than ``shift_weight`` to reach the top."""
         top = np.argsort(-scores, kind="stable")[: self.config.shift_candidates]
         services = {graph.service_of[int(i)] for i in top if graph.service_of[int(i)] >= 0}
         chosen = set(services)
         for s in services:
             chosen.update(graph.callees.get(s, ()))
-        return [i for i in range(graph.n)
-                if i in chosen or (graph.kinds[i] == "instance" and graph.service_of[i] in services)]
+        return sorted(i for i in chosen if graph.kinds[i] == "service")
 
     def group_alerts(self, window: TimeWindow, limit: int = 1000) -> list[AlertGroup]:
         """Alerts of the window grouped along CALLS into incidents by the ``alert_storm`` rule."""

@@ -91,7 +91,7 @@ class FeatureConfig:
     #: ``shift_lead_minutes`` before the reference time to the window's end are compared with the
     #: ``shift_history_minutes`` before that (the lead leaves room for an alert that fires minutes after the
     #: onset). 0 history minutes skips the read (shifts are zeros).
-    shift_history_minutes: int = 60
+    shift_history_minutes: int = 30
     shift_lead_minutes: int = 1
 
 

@@ -288,7 +288,17 @@ MERGE_LOG_ROLLUPS = (
     "    h.first_seen = CASE WHEN h.first_seen IS NULL OR datetime(row.first_seen) < h.first_seen\n"
     "                        THEN datetime(row.first_seen) ELSE h.first_seen END,\n"
     "    h.last_seen = CASE WHEN h.last_seen IS NULL OR datetime(row.last_seen) > h.last_seen\n"
-    "                       THEN datetime(row.last_seen) ELSE h.last_seen END"
+    "                       THEN datetime(row.last_seen) ELSE h.last_seen END\n"
+    # The same per (bucket, template): keys "<offset>|<template id>" (``tpl_keys``) and their counts
+    # (``tpl_count``), for ``GraphStore.template_mix``.
+    "WITH h, row\n"
+    "WITH h, row, coalesce(h.tpl_keys, []) AS old, coalesce(h.tpl_count, []) AS count\n"
+    "WITH h, row, count, size(old) AS n_old, old + [k IN row.tpl_keys WHERE NOT k IN old] AS keys\n"
+    "WITH h, row, count, n_old, keys,\n"
+    "     [k IN keys | [i IN range(0, size(row.tpl_keys) - 1) WHERE row.tpl_keys[i] = k]] AS hits\n"
+    "SET h.tpl_keys = keys,\n"
+    "    h.tpl_count = [j IN range(0, size(keys) - 1) | CASE WHEN j < n_old THEN count[j] ELSE 0.0 END\n"
+    "                   + reduce(s = 0.0, i IN hits[j] | s + row.tpl_count[i])]"
 )
 
 #: The rollup blocks of a window (``GraphStore.log_slices``): unique-index seeks by id, a few per emitter. The
@@ -324,25 +334,12 @@ NEW_LOG_SLICES: dict[str, str] = {
     for spec in NODES if spec.label in rel.starts
 }
 
-def _template_mix(spec: NodeSpec) -> str:
-    # From each emitter, its EMITTED buckets of the period, summed per template on either side of $split.
-    return (
-        "UNWIND $keys AS key\n"
-        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->(t:LogTemplate)\n"
-        "WHERE r.bucket >= $since AND r.bucket < $until\n"
-        f"WITH key, t.{node_spec('LogTemplate').key} AS tpl,\n"
-        "     sum(CASE WHEN r.bucket < $split THEN toFloat(coalesce(r.count, 0)) ELSE 0.0 END) AS before,\n"
-        "     sum(CASE WHEN r.bucket >= $split THEN toFloat(coalesce(r.count, 0)) ELSE 0.0 END) AS after\n"
-        "RETURN key, collect([tpl, before, after]) AS mix"
-    )
-
-
-#: Lines per template before and from a split time, per emitter (``GraphStore.template_mix``).
-TEMPLATE_MIX: dict[str, str] = {
-    spec.label: _template_mix(spec)
-    for rel in RELS if rel.type == "EMITTED"
-    for spec in NODES if spec.label in rel.starts
-}
+#: The per-template entries of some rollup blocks (``GraphStore.template_mix``), by unique-index seeks.
+READ_TEMPLATE_ROLLUPS = (
+    "UNWIND $ids AS id\n"
+    "MATCH (h:LogRollup {id: id})\n"
+    "RETURN collect([id, h.tpl_keys, h.tpl_count]) AS blocks"
+)
 
 #: ``Neo4jGraphStore.rebuild_log_rollups``: every rollup, in bounded transactions.
 DELETE_LOG_ROLLUPS = "MATCH (h:LogRollup) WITH h LIMIT $batch DETACH DELETE h RETURN count(*) AS deleted"
@@ -358,8 +355,9 @@ def _emitter_keys(spec: NodeSpec) -> str:
 def _emitted_counts(spec: NodeSpec) -> str:
     return (
         "UNWIND $keys AS key\n"
-        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->()\n"
-        "RETURN key, r.bucket AS bucket, coalesce(r.count, 0) AS count, coalesce(r.errors, 0) AS errors"
+        f"MATCH (n:{spec.label} {{{spec.key}: key}})-[r:EMITTED]->(t)\n"
+        f"RETURN key, t.{node_spec('LogTemplate').key} AS template, r.bucket AS bucket,\n"
+        "       coalesce(r.count, 0) AS count, coalesce(r.errors, 0) AS errors"
     )
 
 

@@ -233,7 +233,8 @@ def _log_sums(emitters: list[NodeRef], n: int, since_us: int, until_us: int, sli
 
 
 def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
-    """The batch's EMITTED counters summed per emitter, UTC hour and bucket: one ``LogRollup`` row per block.
+    """The batch's EMITTED counters summed per emitter, UTC hour and bucket (and per bucket and template, in
+    ``tpl_keys``/``tpl_count``): one ``LogRollup`` row per block.
 
     Only counters (``add``) are rolled up: that is how the mapping writes EMITTED, and what a replay guard
     (the ingest cursor) protects; a ``count`` set as a plain property would not be summed by EMITTED either."""
@@ -246,17 +247,20 @@ def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
         hour_us = at - at % _HOUR_US
         block = blocks.get(rollup_id := _rollup_id(rel.start, hour_us))
         if block is None:
-            block = blocks[rollup_id] = {"id": rollup_id, "sums": {}, "first": None, "last": None}
+            block = blocks[rollup_id] = {"id": rollup_id, "sums": {}, "tpl": {}, "first": None, "last": None}
         sums = block["sums"].setdefault(at - hour_us, [0.0, 0.0])
         sums[0] += float(rel.add.get("count", 0))
         sums[1] += float(rel.add.get("errors", 0))
+        tpl_key = f"{at - hour_us}{_ROLLUP_SEP}{rel.end.key}"
+        block["tpl"][tpl_key] = block["tpl"].get(tpl_key, 0.0) + float(rel.add.get("count", 0))
         for seen in (rel.first_seen, rel.last_seen, bucket):
             if seen is not None:
                 block["first"] = seen if block["first"] is None else min(block["first"], seen)
                 block["last"] = seen if block["last"] is None else max(block["last"], seen)
     return [
         {"id": b["id"], "at_us": list(b["sums"]), "count": [c for c, _ in b["sums"].values()],
-         "errors": [e for _, e in b["sums"].values()], "first_seen": b["first"].isoformat(),
+         "errors": [e for _, e in b["sums"].values()], "tpl_keys": list(b["tpl"]), "tpl_count": list(b["tpl"].values()),
+         "first_seen": b["first"].isoformat(),
          "last_seen": b["last"].isoformat()}
         for b in blocks.values()
     ]
@@ -469,24 +473,29 @@ class Neo4jGraphStore:
 
     def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
                      until: datetime) -> dict[NodeRef, TemplateMix]:
-        by_label: dict[str, list[str]] = {}
-        for ref in dict.fromkeys(refs):
-            if ref.label in cypher.TEMPLATE_MIX:
-                by_label.setdefault(ref.label, []).append(ref.key)
-        if not by_label:
+        """From the ``LogRollup`` blocks of the period's hours (a few index seeks per node, however long the
+        node's history), not from its ``EMITTED`` relationships."""
+        emitters = list(dict.fromkeys(ref for ref in refs if ref.label in cypher.NEW_LOG_SLICES))
+        if not emitters:
             return {}
-
-        def work(tx: neo4j.ManagedTransaction) -> list[tuple[str, list[Any]]]:
-            return [(label, list(tx.run(cypher.TEMPLATE_MIX[label], keys=keys, since=since, split=split,
-                                        until=until)))
-                    for label, keys in by_label.items()]
-
-        with _translated("template mix"), self._driver.session(database=self._database) as session:
-            found = session.execute_read(work)
-        return {
-            NodeRef(label, record["key"]): {tpl: (float(before), float(after)) for tpl, before, after in record["mix"]}
-            for label, records in found for record in records
+        since_us, split_us, until_us = _epoch_us(since), _epoch_us(split), _epoch_us(until)
+        blocks = {
+            _rollup_id(ref, hour_us): (ref, hour_us)
+            for ref in emitters
+            for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
         }
+        with _translated("template mix"), self._driver.session(database=self._database) as session:
+            found = session.execute_read(
+                lambda tx: tx.run(cypher.READ_TEMPLATE_ROLLUPS, ids=list(blocks)).single(strict=True)["blocks"])
+        mix: dict[NodeRef, dict[str, list[float]]] = {}
+        for rollup_id, keys, counts in found:
+            ref, hour_us = blocks[rollup_id]
+            for key, count in zip(keys or (), counts or (), strict=True):
+                offset, template = key.split(_ROLLUP_SEP, 1)
+                at = hour_us + int(offset)
+                if since_us <= at < until_us:
+                    mix.setdefault(ref, {}).setdefault(template, [0.0, 0.0])[0 if at < split_us else 1] += count
+        return {ref: {tpl: (c[0], c[1]) for tpl, c in tpls.items()} for ref, tpls in mix.items()}
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:
@@ -638,7 +647,7 @@ class Neo4jGraphStore:
                 records = self._read("rollup rebuild", cypher.EMITTED_COUNTS[label], keys=keys[i : i + page])
                 # The rows the write path would have rolled up, rebuilt from what EMITTED holds now.
                 counters = GraphBatch(rels=[
-                    RelRow("EMITTED", NodeRef(label, r["key"]), NodeRef("LogTemplate", "-"),
+                    RelRow("EMITTED", NodeRef(label, r["key"]), NodeRef("LogTemplate", r["template"]),
                            key={"bucket": r["bucket"].to_native()}, add={"count": r["count"], "errors": r["errors"]})
                     for r in records
                 ])

@@ -306,6 +306,9 @@ def test_log_slices_add_up_across_batches_hours_and_emitters(store: GraphStore) 
     assert got.new_errors == (6.0, 4.0)
     assert store.log_slices([NodeRef("Service", "checkout")], TimeWindow(hour + timedelta(minutes=2),
                                                                          hour + timedelta(minutes=4)), 120) == {}
+    # The same lines per template, either side of the hour.
+    assert store.template_mix([NodeRef("Service", "checkout")], window.since, hour, window.until) == {
+        NodeRef("Service", "checkout"): {"T1": (2.0, 3.0), "T2": (6.0, 0.0), "T3": (0.0, 10.0)}}
 
 
 def test_reach_follows_calls_both_ways_within_hops_and_window(store: GraphStore) -> None:

@@ -33,6 +33,9 @@ def test_rebuilt_rollups_read_as_the_written_ones(neo4j_store, neo4j_driver, neo
     window = TimeWindow(T0 - timedelta(minutes=10), T0 + timedelta(minutes=100))
     written = neo4j_store.log_slices(refs, window, 120)
     assert len(written) == 12 and sum(sum(s.total) for s in written.values()) > 0
+    split = T0 + timedelta(minutes=30)
+    mix = neo4j_store.template_mix(refs, window.since, split, window.until)
+    assert mix[NodeRef("Service", "svc-3")]["T3"][1] > 0 and set(mix[NodeRef("Instance", "svc-3-0")]) == {"T2"}
 
     # A database from before rollups: the counters are there, the rollups are not. Its log totals read as
     # zero (only the lines of templates new in the window are counted) until the rollups are rebuilt.
@@ -48,6 +51,8 @@ def test_rebuilt_rollups_read_as_the_written_ones(neo4j_store, neo4j_driver, neo
     assert f"rebuilt {n} log rollups" in done.stdout
     assert neo4j_store.count("LogRollup") == n
     assert neo4j_store.log_slices(refs, window, 120) == written
+    assert neo4j_store.template_mix(refs, window.since, split, window.until) == mix
     # Idempotent: a second rebuild (rollups present) changes nothing.
     assert neo4j_store.rebuild_log_rollups() == n
     assert neo4j_store.log_slices(refs, window, 120) == written
+    assert neo4j_store.template_mix(refs, window.since, split, window.until) == mix
