@@ -101,7 +101,7 @@ class RcaSettings(BaseModel):
 
     #: Weight of the deepest log template mix shift added to the model's scores (``RcaConfig.shift_weight``).
     #: (Literal defaults: this module does not import torch; a unit test keeps them equal to the engine's.)
-    shift_weight: float = 16.0
+    shift_weight: float = 64.0
     #: Minutes of a node's own log history its template mix is compared with (0: no shift read).
     shift_history_minutes: int = 30
     #: The compared period starts this many minutes before the alert or reference time.

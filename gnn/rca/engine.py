@@ -39,10 +39,11 @@ class RcaConfig:
     rules: OpsRulesConfig = field(default_factory=OpsRulesConfig)
     #: Weight of the summed rule firing scores added to the model's logits.
     rules_weight: float = 1.0
-    #: Weight of the deepest log template mix shift (``logshift`` baseline, in [-1, 1]) added to the logits.
-    #: 16 is the largest of 8/12/16/24/32/64 that costs no case in the top 1, 3 or 5 on the simulator sets
-    #: (README, "Real incidents"); the model's logits there are confident, so it decides where it is sure.
-    shift_weight: float = 16.0
+    #: Weight of the deepest log template mix shift (``logshift`` baseline, in [-1, 1]) added to the logits, times
+    #: the model's doubt (:func:`doubt`): where the model is sure the shift changes nothing. 64 is the largest of
+    #: 16/32/64/128/256 that costs no case in the top 1 or top 3 on the two simulator sets (README, "Real
+    #: incidents").
+    shift_weight: float = 64.0
     #: How many of the model's best-scored candidates (with their services' instances and callees) get their
     #: shift read: the read costs Neo4j time per node.
     shift_candidates: int = 24
@@ -121,11 +122,12 @@ class RcaEngine:
                     pending = pool.submit(read_log_shift, self.store, graph, self.config.features, nodes)
                     firings = self.firings(graph)
                     shift = pending.result()
-                scores = scores + self.config.shift_weight * logshift_scores(graph, shift)
             else:
                 firings = self.firings(graph)
             adjust = np.array([sum(f.score for f in fs) for fs in firings])
             scores = scores + self.config.rules_weight * adjust
+            if self.config.shift_weight:
+                scores = scores + self.config.shift_weight * doubt(scores) * logshift_scores(graph, shift)
         elif method == "rules":
             firings = self.firings(graph)
             base = baseline_scores(graph, "baro")
@@ -158,7 +160,7 @@ class RcaEngine:
         """The nodes whose log template mix shift the ``gnn`` ranking reads: the services of the
         ``shift_candidates`` best-scored nodes and the services they call (the deepest shift subtracts those).
         Services only, and a bounded number: the read costs Neo4j time per node and per logged minute, and a
-        candidate further down would need more than ``shift_weight`` to reach the top."""
+        candidate further down would need more than the weighted shift can add to reach the top."""
         top = np.argsort(-scores, kind="stable")[: self.config.shift_candidates]
         services = {graph.service_of[int(i)] for i in top if graph.service_of[int(i)] >= 0}
         chosen = set(services)
@@ -195,6 +197,14 @@ class RcaEngine:
             self._registered = True
         facts = candidate_facts(graph)
         return self.rules_engine.evaluate_many(candidate_ruleset(self.config.rules).name, facts)
+
+
+def doubt(scores: np.ndarray) -> float:
+    """How unsure a ranking is: 1 minus the softmax probability of its top candidate (0 for a single one)."""
+    if scores.size == 0:
+        return 0.0
+    z = np.exp(scores - scores.max())
+    return float(1.0 - z.max() / z.sum())
 
 
 def has_telemetry(graph: IncidentGraph) -> bool:

@@ -133,3 +133,12 @@ def test_the_gnn_ranking_reads_the_shift_of_its_best_candidates_only() -> None:
     scores[graph.names.index("web")] = 1.0
     chosen = {graph.names[i] for i in engine.shift_nodes(graph, scores)}
     assert chosen == {"web", "api"}  # its service and the services it calls
+
+
+def test_doubt_is_what_the_top_candidate_leaves_to_the_others() -> None:
+    from gnn.rca.engine import doubt
+
+    assert doubt(np.array([0.0, 0.0])) == pytest.approx(0.5)
+    assert doubt(np.array([30.0, 0.0, 0.0])) < 1e-9  # a sure ranking: the shift cannot move it
+    assert doubt(np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(0.75)
+    assert doubt(np.array([])) == 0.0
