@@ -55,7 +55,7 @@ def test_analyze_by_alert_names_the_root_cause_with_evidence_and_path(scenario_s
 def test_baselines_run_through_the_same_path_and_bad_methods_are_refused(scenario_server) -> None:
     stub, cases = scenario_server
     alert = cases[0]["symptom"]["alert"]
-    for method in ("baro", "pagerank", "earliest", "rules"):
+    for method in ("baro", "pagerank", "earliest", "logshift", "rules"):
         reply = stub.Analyze(pb.AnalyzeRequest(alert_id=alert, method=method, top_k=3))
         assert reply.model == method and len(reply.candidates) == 3
     with pytest.raises(grpc.RpcError) as info:
