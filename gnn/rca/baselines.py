@@ -115,5 +115,7 @@ def baseline_scores(graph: IncidentGraph, method: str, shift: np.ndarray | None 
     if method == "earliest":
         return earliest_scores(graph)
     if method == "logshift":
-        return logshift_scores(graph, shift if shift is not None else np.zeros(graph.n))
+        if shift is None:
+            raise ValueError("the logshift baseline needs each node's shift (gnn.rca.features.read_log_shift)")
+        return logshift_scores(graph, shift)
     raise ValueError(f"unknown baseline {method!r}; expected one of {BASELINES}")

@@ -44,8 +44,8 @@ class RcaConfig:
     #: 16/32/64/128/256 that costs no case in the top 1 or top 3 on the two simulator sets (README, "Real
     #: incidents").
     shift_weight: float = 64.0
-    #: How many of the model's best-scored candidates (with their services' instances and callees) get their
-    #: shift read: the read costs Neo4j time per node.
+    #: How many of the model's best-scored candidates have their service's shift read (with the services those
+    #: call): the read costs Neo4j time per node.
     shift_candidates: int = 24
     method: str = "gnn"
 
@@ -108,22 +108,14 @@ class RcaEngine:
         if not has_telemetry(graph):
             return RcaResult([], method, "no telemetry (anomalies, logs, alerts or changes) in the window",
                              symptom, graph.window)
-        firings: list[list[Firing]] | None = [[] for _ in range(graph.n)] if method not in ("gnn", "rules") else None
+        firings: list[list[Firing]] = [[] for _ in range(graph.n)]
         reason = ""
         shift = np.zeros(graph.n)
         if method == "gnn" and self.model is None:
             method, reason = "rules", "no model loaded: ranked by rules over robust anomaly scores"
         if method == "gnn":
             scores = self.model_scores(graph)
-            if self.config.shift_weight:
-                # The shift read (Neo4j time) overlaps the rule evaluation (the durable-rules thread).
-                nodes = self.shift_nodes(graph, scores)
-                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shift-read") as pool:
-                    pending = pool.submit(read_log_shift, self.store, graph, self.config.features, nodes)
-                    firings = self.firings(graph)
-                    shift = pending.result()
-            else:
-                firings = self.firings(graph)
+            firings, shift = self._firings_and_shift(graph, scores)
             adjust = np.array([sum(f.score for f in fs) for fs in firings])
             scores = scores + self.config.rules_weight * adjust
             if self.config.shift_weight:
@@ -138,7 +130,6 @@ class RcaEngine:
             scores = logshift_scores(graph, shift)
         else:
             scores = baseline_scores(graph, method)
-        assert firings is not None
         order = sorted(range(graph.n), key=lambda i: (-float(scores[i]), graph.kinds[i], graph.names[i]))
         shown = _display_scores(scores, method)
         candidates = [
@@ -155,6 +146,17 @@ class RcaEngine:
             self.model.eval()
         with torch.inference_mode():
             return self.model(graph.x, graph.edges).numpy().astype(np.float64)
+
+    def _firings_and_shift(self, graph: IncidentGraph, scores: np.ndarray) -> tuple[list[list[Firing]], np.ndarray]:
+        """Rule firings, and the log template mix shift of :meth:`shift_nodes` (zeros with no shift weight). The
+        shift read (Neo4j time) runs while the rules are evaluated (on the durable-rules thread)."""
+        if not self.config.shift_weight:
+            return self.firings(graph), np.zeros(graph.n)
+        nodes = self.shift_nodes(graph, scores)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shift-read") as pool:
+            pending = pool.submit(read_log_shift, self.store, graph, self.config.features, nodes)
+            firings = self.firings(graph)
+            return firings, pending.result()
 
     def shift_nodes(self, graph: IncidentGraph, scores: np.ndarray) -> list[int]:
         """The nodes whose log template mix shift the ``gnn`` ranking reads: the services of the
