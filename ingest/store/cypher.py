@@ -263,6 +263,9 @@ REACH: dict[tuple[str, str, int], str] = {
     for hops in range(MAX_REACH_HOPS + 1)
 }
 
+#: Per-template entries one log rollup block keeps at most (an hour of 34 templates a minute).
+MAX_TEMPLATE_KEYS = 2048
+
 #: Log rollups (``LogRollup``): per emitter and UTC hour, parallel lists of bucket offsets (``at_us``,
 #: microseconds from the hour) and the EMITTED ``count``/``errors`` summed over templates. The store writes them
 #: in the transaction that adds the EMITTED counters, from the same rows, so both stay equal under the same
@@ -289,16 +292,20 @@ MERGE_LOG_ROLLUPS = (
     "                        THEN datetime(row.first_seen) ELSE h.first_seen END,\n"
     "    h.last_seen = CASE WHEN h.last_seen IS NULL OR datetime(row.last_seen) > h.last_seen\n"
     "                       THEN datetime(row.last_seen) ELSE h.last_seen END\n"
-    # The same per (bucket, template): keys "<offset>|<template id>" (``tpl_keys``) and their counts
-    # (``tpl_count``), for ``GraphStore.template_mix``.
+    # The same per (bucket, template), for ``GraphStore.template_mix``: keys "<offset>|<template id>"
+    # (``tpl_keys``) and their counts (``tpl_count``), from the row's map of increments (a map lookup per key,
+    # so the update is linear in the block). At most MAX_TEMPLATE_KEYS keys a block: a service whose
+    # templates churn (thousands an hour) keeps the first ones, and its later new templates are not counted
+    # in the mix (its totals above are).
     "WITH h, row\n"
     "WITH h, row, coalesce(h.tpl_keys, []) AS old, coalesce(h.tpl_count, []) AS count\n"
-    "WITH h, row, count, size(old) AS n_old, old + [k IN row.tpl_keys WHERE NOT k IN old] AS keys\n"
-    "WITH h, row, count, n_old, keys,\n"
-    "     [k IN keys | [i IN range(0, size(row.tpl_keys) - 1) WHERE row.tpl_keys[i] = k]] AS hits\n"
+    "WITH h, row, count, size(old) AS n_old,\n"
+    f"     CASE WHEN size(old) >= {MAX_TEMPLATE_KEYS} THEN old\n"
+    "          ELSE old + [k IN keys(row.tpl) WHERE NOT k IN old]"
+    f"[..{MAX_TEMPLATE_KEYS} - size(old)] END AS keys\n"
     "SET h.tpl_keys = keys,\n"
     "    h.tpl_count = [j IN range(0, size(keys) - 1) | CASE WHEN j < n_old THEN count[j] ELSE 0.0 END\n"
-    "                   + reduce(s = 0.0, i IN hits[j] | s + row.tpl_count[i])]"
+    "                   + coalesce(row.tpl[keys[j]], 0.0)]"
 )
 
 #: The rollup blocks of a window (``GraphStore.log_slices``): unique-index seeks by id, a few per emitter. The

@@ -233,8 +233,8 @@ def _log_sums(emitters: list[NodeRef], n: int, since_us: int, until_us: int, sli
 
 
 def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
-    """The batch's EMITTED counters summed per emitter, UTC hour and bucket (and per bucket and template, in
-    ``tpl_keys``/``tpl_count``): one ``LogRollup`` row per block.
+    """The batch's EMITTED counters summed per emitter, UTC hour and bucket (and per bucket and template, in the
+    ``tpl`` map of "<offset>|<template>" keys): one ``LogRollup`` row per block.
 
     Only counters (``add``) are rolled up: that is how the mapping writes EMITTED, and what a replay guard
     (the ingest cursor) protects; a ``count`` set as a plain property would not be summed by EMITTED either."""
@@ -259,8 +259,7 @@ def _rollup_rows(batch: GraphBatch) -> list[dict[str, Any]]:
                 block["last"] = seen if block["last"] is None else max(block["last"], seen)
     return [
         {"id": b["id"], "at_us": list(b["sums"]), "count": [c for c, _ in b["sums"].values()],
-         "errors": [e for _, e in b["sums"].values()], "tpl_keys": list(b["tpl"]), "tpl_count": list(b["tpl"].values()),
-         "first_seen": b["first"].isoformat(),
+         "errors": [e for _, e in b["sums"].values()], "tpl": b["tpl"], "first_seen": b["first"].isoformat(),
          "last_seen": b["last"].isoformat()}
         for b in blocks.values()
     ]

@@ -56,3 +56,23 @@ def test_rebuilt_rollups_read_as_the_written_ones(neo4j_store, neo4j_driver, neo
     assert neo4j_store.rebuild_log_rollups() == n
     assert neo4j_store.log_slices(refs, window, 120) == written
     assert neo4j_store.template_mix(refs, window.since, split, window.until) == mix
+
+
+def test_a_churning_emitter_keeps_a_bounded_template_list_and_exact_totals(neo4j_store, neo4j_driver) -> None:
+    from ingest.store.cypher import MAX_TEMPLATE_KEYS
+
+    b = BatchBuilder()
+    svc = b.node("Service", "churny")
+    n = MAX_TEMPLATE_KEYS + 50  # one hour block, more distinct (bucket, template) entries than it keeps
+    for k in range(n):
+        at = T0 + timedelta(minutes=k % 60)
+        b.rel("EMITTED", svc, b.node("LogTemplate", f"churn-{k}", seen=at), key={"bucket": at},
+              add={"count": 1, "errors": 0}, seen=at)
+    neo4j_store.write(b.build())
+    [record] = neo4j_driver.execute_query(
+        "MATCH (h:LogRollup) WHERE h.id ENDS WITH '|churny' RETURN size(h.tpl_keys) AS n, h.count AS count").records
+    assert record["n"] == MAX_TEMPLATE_KEYS
+    assert sum(record["count"]) == n  # the totals count every line
+    ref = NodeRef("Service", "churny")
+    mix = neo4j_store.template_mix([ref], T0, T0 + timedelta(minutes=30), T0 + timedelta(minutes=60))[ref]
+    assert sum(before + after for before, after in mix.values()) == MAX_TEMPLATE_KEYS
