@@ -192,6 +192,16 @@ def _rollup_id(ref: NodeRef, hour_us: int) -> str:
     return f"{ref.label}{_ROLLUP_SEP}{hour_us // 1_000_000}{_ROLLUP_SEP}{ref.key}"
 
 
+def _rollup_blocks(emitters: Sequence[NodeRef], since_us: int, until_us: int) -> dict[str, tuple[NodeRef, int]]:
+    """The ``LogRollup`` ids of the emitters' UTC hours that meet ``[since_us, until_us)``, each with its emitter
+    and the start of its hour (microseconds)."""
+    return {
+        _rollup_id(ref, hour_us): (ref, hour_us)
+        for ref in emitters
+        for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
+    }
+
+
 def _epoch_time(at: list[int] | None) -> datetime | None:
     """A time read as ``[epochSeconds, nanosecond]`` (see ``cypher._epoch``)."""
     return None if at is None else _EPOCH + timedelta(seconds=at[0], microseconds=at[1] // 1000)
@@ -445,11 +455,7 @@ class Neo4jGraphStore:
         emitters = list(dict.fromkeys(ref for ref in refs if ref.label in cypher.NEW_LOG_SLICES))
         if not emitters:
             return {}
-        blocks = {  # rollup id -> (emitter, start of its hour)
-            _rollup_id(ref, hour_us): (ref, hour_us)
-            for ref in emitters
-            for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
-        }
+        blocks = _rollup_blocks(emitters, since_us, until_us)
         by_label: dict[str, list[str]] = {}
         for ref in emitters:
             by_label.setdefault(ref.label, []).append(ref.key)
@@ -478,11 +484,7 @@ class Neo4jGraphStore:
         if not emitters:
             return {}
         since_us, split_us, until_us = _epoch_us(since), _epoch_us(split), _epoch_us(until)
-        blocks = {
-            _rollup_id(ref, hour_us): (ref, hour_us)
-            for ref in emitters
-            for hour_us in range(since_us - since_us % _HOUR_US, until_us, _HOUR_US)
-        }
+        blocks = _rollup_blocks(emitters, since_us, until_us)
         with _translated("template mix"), self._driver.session(database=self._database) as session:
             found = session.execute_read(
                 lambda tx: tx.run(cypher.READ_TEMPLATE_ROLLUPS, ids=list(blocks)).single(strict=True)["blocks"])
