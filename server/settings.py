@@ -101,11 +101,11 @@ class RcaSettings(BaseModel):
 
     #: Weight of the deepest log template mix shift added to the model's scores (``RcaConfig.shift_weight``).
     #: (Literal defaults: this module does not import torch; a unit test keeps them equal to the engine's.)
-    shift_weight: float = 64.0
+    shift_weight: float = Field(default=64.0, ge=0)
     #: Minutes of a node's own log history its template mix is compared with (0: no shift read).
-    shift_history_minutes: int = 30
+    shift_history_minutes: int = Field(default=30, ge=0)
     #: The compared period starts this many minutes before the alert or reference time.
-    shift_lead_minutes: int = 1
+    shift_lead_minutes: int = Field(default=1, ge=0)
 
 
 class GrpcSettings(BaseModel):

@@ -142,3 +142,13 @@ def test_doubt_is_what_the_top_candidate_leaves_to_the_others() -> None:
     assert doubt(np.array([30.0, 0.0, 0.0])) < 1e-9  # a sure ranking: the shift cannot move it
     assert doubt(np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(0.75)
     assert doubt(np.array([])) == 0.0
+
+
+def test_negative_shift_settings_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from server.settings import RcaSettings
+
+    for field in ("shift_weight", "shift_history_minutes", "shift_lead_minutes"):
+        with pytest.raises(ValidationError, match=field):
+            RcaSettings(**{field: -1})
