@@ -13,10 +13,11 @@ Prints one JSON line:
   its batch, over every record of that run;
 * ``inline_score_p50_ms``, ``inline_score_p99_ms``: ``ScoreTransaction`` round trips made every 20 ms during
   the Kafka run, against a server sharing the pipeline's detector (inline scoring while ingest runs), as in
-  ``sleuth serve``: the pipeline in a thread of its own, the garbage collector tuned as there
+  ``sleuth serve``: the pipeline in a process of its own (``--pipeline process``, serve's default; its fraud
+  detection is asked of this process, which holds the shared detector) or in a thread of this one
+  (``--pipeline thread``, ``SLEUTH_PIPELINE_PROCESS=false``), the garbage collector tuned as there
   (``Settings.gc_threshold``, start-up objects frozen). The client runs in its own process (``--inline-client
-  process``, as a remote client would) or, as before, in a thread of this one (``--inline-client thread``),
-  where it takes turns with the pipeline for the GIL;
+  process``, as a remote client would) or in a thread of this one (``--inline-client thread``);
 * ``stage_ms_per_event``: milliseconds per consumed event spent decoding and mapping (``prepare``), writing
   (``write``) and running the detectors with their annotation writes (``detect``) in that run.
 
@@ -24,9 +25,9 @@ The producer runs in its own process (the load generator is not the system under
 process its pure-Python encoding would take turns with the consumer for the GIL).
 
     python bench/fraud.py [--seed 41] [--score-calls 2000] [--rate 3000] [--events N] [--profile FILE]
-                          [--inline-client process|thread]
+                          [--inline-client process|thread] [--pipeline process|thread]
 
-``--profile FILE`` writes cProfile statistics of the consuming thread (poll, decode, map, write, detect)
+``--profile FILE`` writes cProfile statistics of the pipeline (poll, decode, map, write, detect)
 to ``FILE`` for ``python -m pstats``.
 """
 
@@ -58,7 +59,7 @@ from bench.ingest import _CommitClock, _producer_process, _settings
 from gnn.fraud.checkpoint import load_detector
 from ingest.detectors import BasicRuleDetector, FraudRingDetector
 from ingest.kafka import KafkaSource, ensure_topics, make_consumer
-from ingest.pipeline import BatchOutcome, Detection, Pipeline, PreparedBatch
+from ingest.pipeline import Detection, Pipeline, PreparedBatch
 from ingest.runner import PipelineRunner, RunnerConfig
 from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
 from ingest.store.memory import MemoryGraphStore
@@ -70,6 +71,7 @@ from server.app import ServerParts
 from server.convert import to_timestamp
 from server.host import build_mapper, tune_gc
 from server.hub import FindingHub
+from server.pipeline_process import Link, PipelineProcess, RemoteFraudDetector, die_with_parent
 from tests.grpc_harness import running_server
 
 
@@ -147,31 +149,100 @@ def _score_inline(port: int, first_at_s: float, stop: Any, out: Any) -> None:
     out.put(latencies)
 
 
-def kafka_run(events: list, rate: float, batch: int, inline_client: str = "process",
-              profiler: Any = None) -> dict[str, float]:
-    """Sustained scoring throughput from Kafka into Neo4j, and ring delays at a paced rate (``profiler``: a
-    ``cProfile.Profile`` to run in the consuming thread)."""
+def _consume(runner: PipelineRunner, clock: _CommitClock, pipeline: _TimedPipeline, total: int, rate: float,
+             profiler: Any = None) -> dict[str, Any]:
+    """Run the pipeline until ``total`` records are committed; its throughput, ring delays and latencies."""
+    ring_delays: list[float] = []
+    done, timed_records = 0, 0
+    started: float | None = None
+    if profiler is not None:
+        profiler.enable()
+    deadline = time.monotonic() + total / rate + 600
+    while done < total and time.monotonic() < deadline:
+        before = len(clock.latencies)
+        outcome = runner.run_once()
+        if outcome is None:
+            continue
+        new = clock.latencies[before:]
+        # The clock recorded this batch's latencies at commit; the oldest record bounds the ring's delay.
+        if any(f.kind == "fraud_ring" for f in outcome.findings) and new:
+            ring_delays.append(max(new))
+        done += outcome.records
+        if started is None:
+            started = time.perf_counter()
+        else:
+            timed_records += outcome.records
+    until = time.perf_counter()
+    if profiler is not None:
+        profiler.disable()
+    elapsed = until - (started if started is not None else until)
+    _, ring_p99 = _quantiles(ring_delays)
+    latency_p50, latency_p99 = _quantiles(clock.latencies)
+    return {"tx_per_s": round(timed_records / elapsed, 1) if elapsed else 0.0, "events": done,
+            "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3),
+            "record_latency_p50_s": round(latency_p50, 3), "record_latency_p99_s": round(latency_p99, 3),
+            "stage_ms_per_event": {k: round(1000 * v / max(1, done), 3) for k, v in pipeline.stage_s.items()}}
+
+
+def _pipeline_parts(settings: Any, store: Any, fraud: Any, batch: int
+                    ) -> tuple[PipelineRunner, _CommitClock, _TimedPipeline]:
+    """The timed pipeline (basic rules and ``fraud``) on a Kafka consumer, joined to its partitions."""
+    detectors = [BasicRuleDetector(RulesEngine()), fraud]
+    pipeline = _TimedPipeline(store, build_mapper(settings, persistent=False), detectors)
+    consumer = make_consumer(str(settings.kafka_bootstrap), settings.kafka.group_id, max_poll_records=batch)
+    clock = _CommitClock(KafkaSource(consumer, settings.kafka.topics.inputs()))
+    runner = PipelineRunner(clock, pipeline, RunnerConfig(max_records=batch, max_ms=100))  # type: ignore[arg-type]
+    while not clock.source.assignment():
+        runner.run_once()
+    return runner, clock, pipeline
+
+
+def _pipeline_child(settings: Any, detect_conn: Any, control_conn: Any, log_level: int, parent_pid: int,
+                    total: int, rate: float, batch: int, profile: str | None, ready: Any, results: Any) -> None:
+    """The benchmark's pipeline in a process of its own, as ``sleuth serve`` runs it (see
+    :mod:`server.pipeline_process`): fraud detection is asked of the parent, which serves gRPC."""
+    from server.host import build_store
+
+    die_with_parent(parent_pid)
+    store = build_store(settings, embedded=False)
+    tune_gc(settings)
+    runner, clock, pipeline = _pipeline_parts(settings, store, RemoteFraudDetector(Link(detect_conn)), batch)
+    ready.set()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    result = _consume(runner, clock, pipeline, total, rate, profiler)
+    if profiler is not None:
+        profiler.dump_stats(profile)
+    clock.close()
+    store.close()
+    results.put(result)
+
+
+def kafka_run(events: list, rate: float, batch: int, inline_client: str = "process", pipeline_in: str = "process",
+              profile: str | None = None) -> dict[str, Any]:
+    """Sustained scoring throughput from Kafka into Neo4j, ring delays at a paced rate, and inline scoring
+    latency meanwhile (``profile``: a file for cProfile statistics of the pipeline)."""
     base = server_settings()
     store = wiped_store(base)
     settings = _settings(base, f"fraud{uuid.uuid4().hex[:8]}", batch)
     ensure_topics(str(settings.kafka_bootstrap), settings.kafka.topics.inputs(), settings.kafka.partitions)
-    engine = RulesEngine()
     fraud = FraudRingDetector(load_detector())
     tune_gc(settings)  # as ``sleuth serve`` does once its models are loaded (build_rca_engine)
-    pipeline = _TimedPipeline(store, build_mapper(settings, persistent=False), [BasicRuleDetector(engine), fraud])
-    consumer = make_consumer(str(settings.kafka_bootstrap), settings.kafka.group_id, max_poll_records=batch)
-    clock = _CommitClock(KafkaSource(consumer, settings.kafka.topics.inputs()))
-    ring_delays: list[float] = []
-    batch_oldest: list[float] = []
-
-    def on_outcome(outcome: BatchOutcome) -> None:
-        # The clock recorded this batch's latencies at commit; the oldest record bounds the ring's delay.
-        if any(f.kind == "fraud_ring" for f in outcome.findings) and batch_oldest:
-            ring_delays.append(batch_oldest[-1])
-
-    runner = PipelineRunner(clock, pipeline, RunnerConfig(max_records=batch, max_ms=100))  # type: ignore[arg-type]
-    while not clock.source.assignment():
-        runner.run_once()
+    context = multiprocessing.get_context("spawn")
+    child: PipelineProcess | None = None
+    if pipeline_in == "process":
+        ready, results = context.Event(), context.Queue()
+        child = PipelineProcess(settings, fraud, FindingHub(), target=_pipeline_child,
+                                target_args=(len(events), rate, batch, profile, ready, results))
+        child.start()
+        while not ready.wait(1.0):
+            if child.exitcode is not None:
+                raise SystemExit(f"the benchmark's pipeline process exited with code {child.exitcode}")
+    else:
+        runner, clock, pipeline = _pipeline_parts(settings, store, fraud, batch)
     producer = _producer_process(settings, events, rate)
     # Inline scoring while the pipeline ingests: a client calls ScoreTransaction on the server that shares
     # the pipeline's detector (as ``sleuth serve`` does), on transfers between accounts of its own.
@@ -179,61 +250,46 @@ def kafka_run(events: list, rate: float, batch: int, inline_client: str = "proce
     serving = contextlib.ExitStack()
     port, _ = serving.enter_context(running_server(ServerParts(store, FindingHub(), fraud)))
     if inline_client == "process":
-        context = multiprocessing.get_context("spawn")
-        stop_inline, results = context.Event(), context.Queue()
-        scorer: Any = context.Process(target=_score_inline, args=(port, first_at, stop_inline, results), daemon=True)
+        stop_inline, inline_out = context.Event(), context.Queue()
+        scorer: Any = context.Process(target=_score_inline, args=(port, first_at, stop_inline, inline_out), daemon=True)
     else:
-        stop_inline, results = threading.Event(), queue.Queue()
-        scorer = threading.Thread(target=_score_inline, args=(port, first_at, stop_inline, results), daemon=True)
+        stop_inline, inline_out = threading.Event(), queue.Queue()
+        scorer = threading.Thread(target=_score_inline, args=(port, first_at, stop_inline, inline_out), daemon=True)
     scorer.start()
-    counts = {"done": 0, "timed_records": 0}
-    timed: dict[str, float] = {}
+    if child is not None:
+        result = results.get(timeout=len(events) / rate + 900)
+        child.stop()
+    else:
+        box: dict[str, Any] = {}
 
-    def consume() -> None:
-        # The pipeline's own thread, as in ``sleuth serve`` (Host.start).
-        if profiler is not None:
-            profiler.enable()
-        deadline = time.monotonic() + len(events) / rate + 600
-        while counts["done"] < len(events) and time.monotonic() < deadline:
-            before = len(clock.latencies)
-            outcome = runner.run_once()
-            if outcome is None:
-                continue
-            new = clock.latencies[before:]
-            batch_oldest.append(max(new) if new else 0.0)
-            on_outcome(outcome)
-            counts["done"] += outcome.records
-            if "from" not in timed:
-                timed["from"] = time.perf_counter()
-            else:
-                counts["timed_records"] += outcome.records
-        timed["until"] = time.perf_counter()
-        if profiler is not None:
-            profiler.disable()
+        def consume() -> None:
+            # The pipeline's own thread, as in ``sleuth serve`` with SLEUTH_PIPELINE_PROCESS=false.
+            profiler = None
+            if profile:
+                import cProfile
 
-    consuming = threading.Thread(target=consume, name="pipeline")
-    consuming.start()
-    consuming.join()
-    done = counts["done"]
-    elapsed = timed["until"] - timed.get("from", timed["until"])
+                profiler = cProfile.Profile()
+            box.update(_consume(runner, clock, pipeline, len(events), rate, profiler))
+            if profiler is not None:
+                profiler.dump_stats(profile)
+
+        consuming = threading.Thread(target=consume, name="pipeline")
+        consuming.start()
+        consuming.join()
+        clock.close()
+        result = box
     stop_inline.set()
-    inline: list[float] = results.get(timeout=30)
+    inline: list[float] = inline_out.get(timeout=30)
     scorer.join()
     serving.close()
     producer.join()
-    clock.close()
     rings = store.count("FraudRing")
     store.clear()
     store.close()
-    _, ring_p99 = _quantiles(ring_delays)
-    latency_p50, latency_p99 = _quantiles(clock.latencies)
     inline_p50, inline_p99 = _quantiles(inline)
-    return {"tx_per_s": round(counts["timed_records"] / elapsed, 1) if elapsed else 0.0, "events": done,
-            "rings_in_neo4j": rings, "ring_batches": len(ring_delays), "ring_delay_p99_s": round(ring_p99, 3),
-            "record_latency_p50_s": round(latency_p50, 3), "record_latency_p99_s": round(latency_p99, 3),
-            "stage_ms_per_event": {k: round(1000 * v / max(1, done), 3) for k, v in pipeline.stage_s.items()},
-            "inline_client": inline_client, "inline_score_calls": len(inline),
-            "inline_score_p50_ms": round(inline_p50, 2), "inline_score_p99_ms": round(inline_p99, 2)}
+    return {**result, "rings_in_neo4j": rings, "pipeline": pipeline_in, "inline_client": inline_client,
+            "inline_score_calls": len(inline), "inline_score_p50_ms": round(inline_p50, 2),
+            "inline_score_p99_ms": round(inline_p99, 2)}
 
 
 def main() -> None:
@@ -246,6 +302,9 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="write cProfile stats of the Kafka run's consumer")
     parser.add_argument("--inline-client", choices=("process", "thread"), default="process",
                         help="where the inline ScoreTransaction client runs (default: its own process)")
+    parser.add_argument("--pipeline", choices=("process", "thread"), default="process",
+                        help="where the pipeline runs: a process of its own, as sleuth serve does by default, or a "
+                             "thread of the gRPC process (SLEUTH_PIPELINE_PROCESS=false)")
     args = parser.parse_args()
     events = simulate_payments(PaymentsSimConfig(seed=args.seed)).events
     if args.events:
@@ -254,14 +313,7 @@ def main() -> None:
     if args.score_calls:
         p50, p99 = score_latency(events, args.score_calls)
         result.update({"score_p50_ms": round(p50, 2), "score_p99_ms": round(p99, 2)})
-    profiler = None
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-    result.update(kafka_run(events, args.rate, args.batch, args.inline_client, profiler))
-    if profiler is not None:
-        profiler.dump_stats(args.profile)
+    result.update(kafka_run(events, args.rate, args.batch, args.inline_client, args.pipeline, args.profile))
     print(json.dumps(result))
 
 

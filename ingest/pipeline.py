@@ -81,6 +81,16 @@ class Detector(Protocol):
         """Findings about ``events``; must be deterministic in ids so replays MERGE onto the same nodes."""
 
 
+class EarlyDetector(Detector, Protocol):
+    """A detector that needs nothing from the graph, and can start on a batch before it is written: the
+    pipeline calls :meth:`begin` before the write and :meth:`detect` (with the same events) after it, so
+    work done elsewhere (the fraud detector of ``sleuth serve``'s gRPC process) overlaps the write."""
+
+    def begin(self, events: Sequence[Observed]) -> None:
+        """Start detecting on ``events``; a ``begin`` not followed by :meth:`detect` (the write failed) is
+        superseded by the next one."""
+
+
 class DeadLetterSink(Protocol):
     """Where rejected records go; ``send`` returns only once they are durable."""
 
@@ -159,8 +169,16 @@ class Pipeline:
     def process(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         """Run one batch end to end. Raises only for broken infrastructure (store, sinks)."""
         prepared = self.prepare(records)
+        self.begin(prepared)
         self.write(prepared)
         return self.deliver(prepared, self.detect(prepared))
+
+    def begin(self, prepared: PreparedBatch) -> None:
+        """Let the detectors that need nothing from the graph start on a batch before it is written."""
+        for detector in self.detectors:
+            begin = getattr(detector, "begin", None)
+            if begin is not None:
+                begin(prepared.observed)
 
     def prepare(self, records: Sequence[SourceRecord]) -> PreparedBatch:
         """Decode and map a batch (no I/O but reading cursors not cached yet)."""

@@ -161,11 +161,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from ingest.retention import RetentionJob
-    from server.host import build_kafka_host, serve_grpc
+    from server.host import Host, SplitHost, build_kafka_host, build_split_host, serve_grpc
 
     settings = _settings(args)
-    host = build_kafka_host(settings)
+    host: Host | SplitHost = build_split_host(settings) if settings.pipeline_process else build_kafka_host(settings)
     if settings.metrics_port:
+        if isinstance(host, SplitHost):
+            host.serve_child_metrics()
         start_http_server(settings.metrics_port, addr=settings.grpc.host)
         log.info("metrics on http://%s:%d/metrics", settings.grpc.host, settings.metrics_port)
     retention = RetentionJob(host.store, timedelta(days=settings.retention_days), settings.retention_interval_s)

@@ -29,7 +29,7 @@ from ingest.incidents import IncidentConfig, IncidentDetector
 from ingest.logs.templates import FileTemplateState, LogTemplateMiner
 from ingest.mapping import EventMapper
 from ingest.metrics import PipelineMetrics, default_metrics
-from ingest.pipeline import Detector, Pipeline
+from ingest.pipeline import Detector, FindingSink, Pipeline
 from ingest.runner import PipelineRunner, RecordSource, RunnerConfig
 from ingest.store.memory import MemoryGraphStore
 from rules.basic import BasicRulesConfig
@@ -37,6 +37,7 @@ from rules.engine import RulesEngine
 from schema.store import GraphStore
 from server.app import ServerParts, TlsFiles, create_server, shutdown
 from server.hub import FanOut, FindingHub
+from server.pipeline_process import ChildMetrics, PipelineProcess
 from server.rca import RcaAnalyzer
 from server.settings import Settings
 from server.webhook import AlertSink, BusAlertSink, ProducerAlertSink, WebhookServer
@@ -67,18 +68,25 @@ def build_mapper(settings: Settings, persistent: bool) -> EventMapper:
     return EventMapper(miner, MetricAnomalyScorer(settings.metrics_scorer), settings.mapping)
 
 
-def build_detectors(settings: Settings, engine: RulesEngine, store: GraphStore) -> list[Detector]:
-    """Every detector that runs on each batch: the basic rules, the fraud detector (rings, risk) and the
-    incident detector (alerts grouped into incidents, root causes written back)."""
+def build_fraud_detector(settings: Settings) -> FraudRingDetector:
+    """The fraud detector (rings, risk, inline scores) with the configured checkpoint; rules and matcher only
+    without one."""
     checkpoint = Path(settings.fraud_checkpoint)
     if not checkpoint.is_file():
         log.warning("no fraud checkpoint at %s: transactions are scored by rules and the matcher only", checkpoint)
-    fraud = load_detector(checkpoint if checkpoint.is_file() else None)
+    return FraudRingDetector(load_detector(checkpoint if checkpoint.is_file() else None))
+
+
+def build_detectors(settings: Settings, engine: RulesEngine, store: GraphStore, fraud: Detector | None = None
+                    ) -> list[Detector]:
+    """Every detector that runs on each batch: the basic rules, the fraud detector (rings, risk) and the
+    incident detector (alerts grouped into incidents, root causes written back). ``fraud``: the fraud
+    detector to use (a pipeline process passes the one that asks its parent), by default a new one."""
     # Every incident setting is an IncidentConfig field of the same name.
     incidents = IncidentDetector(build_rca_engine(store, settings, engine),
                                  IncidentConfig(**settings.incidents.model_dump()))
     return [BasicRuleDetector(engine, BasicRulesConfig(large_amount=settings.rules.large_amount)),
-            FraudRingDetector(fraud), incidents]
+            fraud if fraud is not None else build_fraud_detector(settings), incidents]
 
 
 @dataclass
@@ -88,7 +96,9 @@ class Host:
     store: GraphStore
     pipeline: Pipeline
     runner: PipelineRunner
-    hub: FindingHub
+    #: Where the pipeline's findings go besides Kafka: the hub of gRPC ``Watch`` subscribers (or, in a
+    #: pipeline process, the sink forwarding them to the gRPC process).
+    hub: FindingSink
     detectors: list[Detector]
     thread: threading.Thread | None = None
     bus: InProcessBus | None = None
@@ -135,10 +145,10 @@ class Host:
         self.store.close()
 
     def server_parts(self, settings: Settings) -> ServerParts:
-        token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
+        if not isinstance(self.hub, FindingHub):
+            raise RuntimeError("this host forwards its findings elsewhere; it serves no gRPC")
         scorer = next(d for d in self.detectors if isinstance(d, FraudRingDetector))
-        return ServerParts(self.store, self.hub, scorer=scorer, analyzer=build_analyzer(self.store, settings),
-                           token=token, max_message_bytes=settings.grpc.max_message_bytes, tls=tls_files(settings))
+        return _server_parts(self.store, self.hub, scorer, settings)
 
     def alert_sink(self, settings: Settings) -> AlertSink:
         """Where webhook alerts go: the alerts topic, on the in-process bus or through the Kafka producer."""
@@ -148,6 +158,75 @@ class Host:
         if self.producer is None:
             raise RuntimeError("this host has neither a bus nor a Kafka producer for webhook alerts")
         return ProducerAlertSink(self.producer, topic, settings.webhook.ack_timeout_s)
+
+
+@dataclass
+class SplitHost:
+    """``sleuth serve``: the gRPC server here, the pipeline in a process of its own (see
+    :mod:`server.pipeline_process`); the fraud detector, shared by ``ScoreTransaction`` and the pipeline, here.
+
+    Offers what :func:`serve_grpc` and ``sleuth serve`` use of a :class:`Host`."""
+
+    store: GraphStore
+    hub: FindingHub
+    fraud: FraudRingDetector
+    process: PipelineProcess
+    #: The Kafka producer of this process (webhook alerts).
+    producer: object
+    webhook: WebhookServer | None = None
+    failure: BaseException | None = None
+    _metrics: ChildMetrics | None = None
+
+    def start(self) -> None:
+        """Start the pipeline process and answer its requests."""
+        self.process.start()
+
+    def serve_child_metrics(self) -> None:
+        """Serve the pipeline process's Prometheus families on this process's default registry."""
+        from prometheus_client import REGISTRY
+
+        own = {family.name for family in REGISTRY.collect()}
+        self._metrics = ChildMetrics(self.process, own)
+        REGISTRY.register(self._metrics)  # type: ignore[arg-type]
+
+    def pipeline_failed(self) -> bool:
+        """Whether the pipeline process ended without being asked to (or on an error); sets :attr:`failure`."""
+        if self.process.failed():
+            if self.failure is None:
+                self.failure = RuntimeError(f"the pipeline process exited with code {self.process.exitcode}")
+            return True
+        return False
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """The pipeline process finishes the batch in hand, commits and exits."""
+        self.process.stop(timeout_s)
+        self.pipeline_failed()
+        if self._metrics is not None:
+            from prometheus_client import REGISTRY
+
+            REGISTRY.unregister(self._metrics)  # type: ignore[arg-type]
+            self._metrics = None
+
+    def close(self) -> None:
+        """Flush and close the producer, then the store (after :meth:`stop`)."""
+        close = getattr(self.producer, "close", None)
+        if close is not None:
+            close()
+        self.store.close()
+
+    def server_parts(self, settings: Settings) -> ServerParts:
+        return _server_parts(self.store, self.hub, self.fraud, settings)
+
+    def alert_sink(self, settings: Settings) -> AlertSink:
+        """Webhook alerts go to the alerts topic through this process's producer."""
+        return ProducerAlertSink(self.producer, settings.kafka.topics.for_event_type("alert"),
+                                 settings.webhook.ack_timeout_s)
+
+
+def _server_parts(store: GraphStore, hub: FindingHub, scorer: FraudRingDetector, settings: Settings) -> ServerParts:
+    token = settings.grpc.token.get_secret_value() if settings.grpc.token else None
+    return ServerParts(store, hub, scorer=scorer, analyzer=build_analyzer(store, settings),
+                       token=token, max_message_bytes=settings.grpc.max_message_bytes, tls=tls_files(settings))
 
 
 def tls_files(settings: Settings) -> TlsFiles | None:
@@ -233,8 +312,11 @@ def build_embedded_host(settings: Settings, metrics: PipelineMetrics | None = No
     return Host(store, pipeline, runner, hub, detectors, bus=bus)
 
 
-def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: PipelineMetrics | None = None) -> Host:
-    """Real Kafka (and Neo4j unless ``embedded_store``): what ``sleuth serve`` runs."""
+def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: PipelineMetrics | None = None,
+                     fraud: Detector | None = None, hub: FindingSink | None = None) -> Host:
+    """Real Kafka (and Neo4j unless ``embedded_store``), the pipeline in a thread of this process: what
+    ``sleuth serve`` runs with ``SLEUTH_PIPELINE_PROCESS=false``, and what its pipeline process runs (which
+    passes ``fraud``, a detector asking the gRPC process, and ``hub``, a sink forwarding findings there)."""
     from ingest.kafka import (
         KafkaDeadLetters,
         KafkaFindings,
@@ -250,9 +332,9 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
     ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
     store = build_store(settings, embedded=embedded_store)
     producer = make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
-    hub = FindingHub()
+    hub = hub if hub is not None else FindingHub()
     engine = RulesEngine()
-    detectors = build_detectors(settings, engine, store)
+    detectors = build_detectors(settings, engine, store, fraud)
     pipeline = Pipeline(
         store, build_mapper(settings, persistent=True), detectors,
         dead_letters=KafkaDeadLetters(producer, topics.dlq),
@@ -268,6 +350,22 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
     return Host(store, pipeline, runner, hub, detectors, extra_sinks=[producer], producer=producer)
 
 
+def build_split_host(settings: Settings) -> SplitHost:
+    """What ``sleuth serve`` runs by default: real Kafka and Neo4j, the pipeline in a process of its own."""
+    from ingest.kafka import ensure_topics, make_producer
+
+    if not settings.kafka_bootstrap:
+        raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
+    topics = settings.kafka.topics
+    ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
+    store = build_store(settings, embedded=False)  # applies the schema before the pipeline process starts
+    producer = make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
+    hub = FindingHub()
+    fraud = build_fraud_detector(settings)
+    process = PipelineProcess(settings, fraud, hub, log_level=logging.getLogger().getEffectiveLevel())
+    return SplitHost(store, hub, fraud, process, producer)
+
+
 def _limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(settings.kafka.max_record_bytes, timedelta(seconds=settings.max_future_seconds))
 
@@ -276,7 +374,7 @@ def _runner_config(settings: Settings) -> RunnerConfig:
     return RunnerConfig(max_records=settings.kafka.batch_max_records, max_ms=settings.kafka.batch_max_ms)
 
 
-async def serve_grpc(host: Host, settings: Settings, stop: asyncio.Event, port: int | None = None,
+async def serve_grpc(host: Host | SplitHost, settings: Settings, stop: asyncio.Event, port: int | None = None,
                      on_ready: Sequence[object] = (), webhook_port: int | None = None) -> None:
     """Serve gRPC and the Alertmanager webhook for ``host`` until ``stop`` is set, then shut down gracefully.
 

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     max_future_seconds: float = 300.0
     #: Prometheus metrics endpoint of ``sleuth serve`` (0 disables it).
     metrics_port: int = 9464
+    #: ``sleuth serve`` runs its pipeline in a process of its own, so inline ``ScoreTransaction`` calls do not
+    #: wait for the pipeline thread's GIL (see server/pipeline_process.py); false: a thread of the gRPC process.
+    pipeline_process: bool = True
     #: Retention: graph data last seen longer ago than this is deleted, checked every interval.
     retention_days: float = 30.0
     retention_interval_s: float = 3600.0

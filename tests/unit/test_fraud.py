@@ -441,6 +441,36 @@ def test_pipeline_detector_rewrites_account_risk_only_when_it_changed_or_on_a_re
     assert risky_accounts(first) == {"dep", "acct"}
 
 
+def test_inline_calls_go_between_the_chunks_of_a_pipeline_batch() -> None:
+    """While inline calls come, a pipeline batch is scored in chunks and a waiting inline call goes between two
+    of them: it returns before the batch does. Every transaction is scored once, in one state."""
+    import threading
+    import time
+
+    from ingest.detectors import FraudFindingConfig, FraudRingDetector
+
+    detector = FraudRingDetector(FraudDetector(DetectorConfig(matcher=NO_WARMUP)),
+                                 FraudFindingConfig(inline_turn_chunk=8))
+    detector.score_transaction(tx(0, "inline-a", "inline-b", 10.0))  # inline calls are coming
+    batch = [(tx(i, f"a{i % 97}", f"b{i % 89}", 50.0, i / 10), False) for i in range(1, 3001)]
+    finished: list[str] = []
+
+    def pipeline() -> None:
+        detector.detect_events(batch)
+        finished.append("batch")
+
+    worker = threading.Thread(target=pipeline)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not detector._lock.locked() and time.monotonic() < deadline:  # noqa: SLF001 - the batch has begun
+        time.sleep(0.001)
+    detector.score_transaction(tx(5000, "inline-c", "inline-d", 12.0, 1))
+    finished.append("inline")
+    worker.join(60)
+    assert finished == ["inline", "batch"]
+    assert len(detector._verdicts) == 3002  # noqa: SLF001 - each transaction scored once
+
+
 def test_shipped_checkpoint_loads_with_config_and_metrics() -> None:
     from gnn.fraud.checkpoint import DEFAULT_CHECKPOINT, load_detector
 
