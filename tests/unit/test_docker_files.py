@@ -299,12 +299,19 @@ def registered_series() -> dict[str, tuple[str, set[str]]]:
     default_metrics()  # the pipeline's metrics, on the default registry as in `sleuth serve`
     from prometheus_client import REGISTRY
 
+    from server.pipeline_process import CHILD_PROCESS_PREFIX
+
     series: dict[str, tuple[str, set[str]]] = {}
     for family in REGISTRY.collect():
         collector = REGISTRY._names_to_collectors.get(family.name)  # noqa: SLF001 - label names are not public
         labels = set(getattr(collector, "_labelnames", ())) | {k for s in family.samples for k in s.labels}
-        for suffix in SUFFIXES[family.type]:
-            series[family.name + suffix] = (family.name, labels)
+        # The pipeline process's own process families are served renamed (server.pipeline_process.ChildMetrics).
+        names = [family.name]
+        if family.name.startswith("process_"):
+            names.append(CHILD_PROCESS_PREFIX + family.name)
+        for name in names:
+            for suffix in SUFFIXES[family.type]:
+                series[name + suffix] = (name, labels)
     return series
 
 
