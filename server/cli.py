@@ -167,8 +167,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host: Host | SplitHost = build_split_host(settings) if settings.pipeline_process else build_kafka_host(settings)
     if settings.metrics_port:
         if isinstance(host, SplitHost):
-            host.serve_child_metrics()
-        start_http_server(settings.metrics_port, addr=settings.grpc.host)
+            start_http_server(settings.metrics_port, addr=settings.grpc.host, registry=host.metrics_registry())
+        else:
+            start_http_server(settings.metrics_port, addr=settings.grpc.host)
         log.info("metrics on http://%s:%d/metrics", settings.grpc.host, settings.metrics_port)
     retention = RetentionJob(host.store, timedelta(days=settings.retention_days), settings.retention_interval_s)
     retention.start()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -37,10 +38,13 @@ from rules.engine import RulesEngine
 from schema.store import GraphStore
 from server.app import ServerParts, TlsFiles, create_server, shutdown
 from server.hub import FanOut, FindingHub
-from server.pipeline_process import ChildMetrics, PipelineProcess
+from server.pipeline_process import MergedMetrics, PipelineProcess
 from server.rca import RcaAnalyzer
 from server.settings import Settings
 from server.webhook import AlertSink, BusAlertSink, ProducerAlertSink, WebhookServer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -175,19 +179,19 @@ class SplitHost:
     producer: object
     webhook: WebhookServer | None = None
     failure: BaseException | None = None
-    _metrics: ChildMetrics | None = None
 
     def start(self) -> None:
         """Start the pipeline process and answer its requests."""
         self.process.start()
 
-    def serve_child_metrics(self) -> None:
-        """Serve the pipeline process's Prometheus families on this process's default registry."""
-        from prometheus_client import REGISTRY
+    def metrics_registry(self) -> CollectorRegistry:
+        """What ``/metrics`` serves: this process's default registry merged with the pipeline process's
+        families (see :class:`server.pipeline_process.MergedMetrics`)."""
+        from prometheus_client import REGISTRY, CollectorRegistry
 
-        own = {family.name for family in REGISTRY.collect()}
-        self._metrics = ChildMetrics(self.process, own)
-        REGISTRY.register(self._metrics)  # type: ignore[arg-type]
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(MergedMetrics(REGISTRY, self.process))  # type: ignore[arg-type]
+        return registry
 
     def pipeline_failed(self) -> bool:
         """Whether the pipeline process ended without being asked to (or on an error); sets :attr:`failure`."""
@@ -201,11 +205,6 @@ class SplitHost:
         """The pipeline process finishes the batch in hand, commits and exits."""
         self.process.stop(timeout_s)
         self.pipeline_failed()
-        if self._metrics is not None:
-            from prometheus_client import REGISTRY
-
-            REGISTRY.unregister(self._metrics)  # type: ignore[arg-type]
-            self._metrics = None
 
     def close(self) -> None:
         """Flush and close the producer, then the store (after :meth:`stop`)."""

@@ -32,6 +32,9 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
 from ingest.pipeline import Detection, Observed
 from schema.events import IdentityEvent, TransactionEvent
 from schema.findings import Finding
@@ -40,7 +43,7 @@ from schema.store import GraphStore
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-    from prometheus_client.metrics_core import Metric
+    from prometheus_client import CollectorRegistry
 
     from ingest.detectors import FraudRingDetector
     from ingest.pipeline import FindingSink
@@ -314,35 +317,44 @@ class PipelineProcess:
             self._server.join(5)
 
 
-class ChildMetrics:
-    """A Prometheus collector serving the pipeline process's families on the parent's ``/metrics``.
+class MergedMetrics:
+    """A Prometheus collector of this process's registry together with the pipeline process's families, for
+    the parent's ``/metrics``.
 
-    The child's ``process_*`` families (its CPU, memory, open files) are renamed ``sleuth_pipeline_process_*``;
-    its ``python_*`` families, and every family the parent registered itself (such as the fraud detector's
-    counters, which count in the parent), are left out."""
+    - A family only the child has (the ingest metrics) is served as it is.
+    - A family both have (rule firings, analysis time, the fraud counters) is served once, the child's
+      samples labelled ``process="pipeline"``.
+    - The child's ``process_*`` families (its CPU, memory, open files) are renamed
+      ``sleuth_pipeline_process_*``; its ``python_*`` families are left out.
+    """
 
-    def __init__(self, process: PipelineProcess, own_names: set[str]) -> None:
+    def __init__(self, own: CollectorRegistry, process: PipelineProcess) -> None:
+        self._own = own
         self._process = process
-        self._own = own_names
 
     def describe(self) -> list[Metric]:
-        # No description: the registry then skips its duplicate check, which would call collect() (and the
+        # No description: a registry then skips its duplicate check, which would call collect() (and the
         # child) at registration time.
         return []
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._process.metrics():
+        child = {family.name: family for family in self._process.metrics()}
+        for family in self._own.collect():
+            theirs = None if family.name.startswith(("process_", "python_")) else child.pop(family.name, None)
+            if theirs is not None:
+                family.samples = family.samples + [
+                    Sample(s.name, {**s.labels, "process": "pipeline"}, s.value, s.timestamp, s.exemplar)
+                    for s in theirs.samples]
+            yield family
+        for family in child.values():
             if family.name.startswith("process_"):
                 yield _renamed(family, CHILD_PROCESS_PREFIX + family.name)
-            elif not family.name.startswith("python_") and family.name not in self._own:
+            elif not family.name.startswith("python_"):
                 yield family
 
 
 def _renamed(family: Metric, name: str) -> Metric:
     """``family`` under another name (its samples' names follow)."""
-    from prometheus_client.metrics_core import Metric
-    from prometheus_client.samples import Sample
-
     renamed = Metric(name, family.documentation, family.type, family.unit)
     renamed.samples = [Sample(name + s.name[len(family.name):], s.labels, s.value, s.timestamp, s.exemplar)
                        for s in family.samples]

@@ -18,7 +18,7 @@ from schema.events import EventBase, IdentityEvent, TransactionEvent, partition_
 from schema.findings import Finding
 from schema.store import NodeRef
 from server.host import build_fraud_detector
-from server.pipeline_process import ChildMetrics, PipelineProcess
+from server.pipeline_process import MergedMetrics, PipelineProcess
 from tests.support import make_settings, wait_until
 
 pytestmark = [pytest.mark.neo4j, pytest.mark.kafka, pytest.mark.slow]
@@ -99,14 +99,20 @@ def test_pipeline_process_writes_the_parents_detections(neo4j_store, neo4j_uri, 
                    what="ring findings forwarded to the parent's hub")
         wait_until(lambda: "risky_transaction:large-1" in hub.ids("risky_transaction"), timeout_s=30,
                    what="the child's own finding forwarded to the parent's hub")
-        # The child's metrics, served through the parent's registry (without the parent's own families).
-        registry = CollectorRegistry()
-        registry.register(ChildMetrics(process, {"sleuth_fraud_scored"}))  # type: ignore[arg-type]
+        # The child's metrics, served with the parent's on one /metrics.
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(MergedMetrics(REGISTRY, process))  # type: ignore[arg-type]
+        families = {family.name: family for family in registry.collect()}
         assert registry.get_sample_value("sleuth_ingest_written_total",
                                          {"topic": settings.kafka.topics.transactions}) == len(txs)
-        assert registry.get_sample_value("sleuth_fraud_scored_total") is None
-        assert registry.get_sample_value("process_cpu_seconds_total") is None
-        assert not [family.name for family in registry.collect() if family.name.startswith("python_")]
+        # A family both processes have: the parent's samples as they are, the child's labelled.
+        assert registry.get_sample_value("sleuth_fraud_scored_total") == _scored()
+        assert registry.get_sample_value("sleuth_fraud_scored_total", {"process": "pipeline"}) == 0.0
+        child_firings = [s for s in families["sleuth_rule_firings"].samples
+                         if s.name.endswith("_total") and s.labels.get("process") == "pipeline"]
+        assert sum(s.value for s in child_firings) >= 1  # the large payment's basic rule, fired in the child
+        assert len(families["python_info"].samples) == 1  # the parent's only
+        assert len(families["process_cpu_seconds"].samples) == 1  # the parent's; the child's is renamed:
         assert (registry.get_sample_value("sleuth_pipeline_process_cpu_seconds_total") or 0.0) > 0.0
     finally:
         process.stop()

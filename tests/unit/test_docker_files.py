@@ -305,7 +305,7 @@ def registered_series() -> dict[str, tuple[str, set[str]]]:
     for family in REGISTRY.collect():
         collector = REGISTRY._names_to_collectors.get(family.name)  # noqa: SLF001 - label names are not public
         labels = set(getattr(collector, "_labelnames", ())) | {k for s in family.samples for k in s.labels}
-        # The pipeline process's own process families are served renamed (server.pipeline_process.ChildMetrics).
+        # The pipeline process's own process families are served renamed (server.pipeline_process.MergedMetrics).
         names = [family.name]
         if family.name.startswith("process_"):
             names.append(CHILD_PROCESS_PREFIX + family.name)
