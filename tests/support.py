@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from schema.events import EventBase, partition_key
 from server.settings import KafkaSettings, Settings, Topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,23 @@ REPO = Path(__file__).resolve().parents[1]
 def topic_names(prefix: str) -> Topics:
     """Topics unique to one test."""
     return Topics(**{name: f"{prefix}.{name}" for name in Topics.model_fields})
+
+
+def produce(bootstrap: str, settings: Settings, events: Sequence[EventBase],
+            extra: Sequence[tuple[str, bytes]] = ()) -> None:
+    """Send ``events`` to their topics (created first), then ``extra`` raw records (key ``poison``); flushed."""
+    from ingest.kafka import ensure_topics, make_producer
+
+    topics = settings.kafka.topics
+    ensure_topics(bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
+    producer = make_producer(bootstrap)
+    for event in events:
+        producer.send(topics.for_event_type(event.type), value=event.model_dump_json().encode(),
+                      key=partition_key(event).encode())
+    for topic, value in extra:
+        producer.send(topic, value=value, key=b"poison")
+    producer.flush()
+    producer.close()
 
 
 def make_settings(neo4j_uri: str, bootstrap: str, prefix: str, state: Path, **kafka: object) -> Settings:

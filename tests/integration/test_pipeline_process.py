@@ -11,15 +11,14 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ingest.detectors import FraudRingDetector
-from ingest.kafka import ensure_topics, make_producer
 from ingest.pipeline import Detection
 from ingest.simulate.payments import PaymentsSimConfig, simulate_payments
-from schema.events import EventBase, IdentityEvent, TransactionEvent, partition_key
+from schema.events import IdentityEvent, TransactionEvent
 from schema.findings import Finding
 from schema.store import NodeRef
 from server.host import build_fraud_detector
 from server.pipeline_process import MergedMetrics, PipelineProcess
-from tests.support import make_settings, wait_until
+from tests.support import make_settings, produce, wait_until
 
 pytestmark = [pytest.mark.neo4j, pytest.mark.kafka, pytest.mark.slow]
 
@@ -50,17 +49,6 @@ class _BrokenFraudDetector(FraudRingDetector):
         raise RuntimeError("detector broken on purpose")
 
 
-def _produce(bootstrap: str, settings, events: Sequence[EventBase]) -> None:  # type: ignore[no-untyped-def]
-    topics = settings.kafka.topics
-    ensure_topics(bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
-    producer = make_producer(bootstrap)
-    for event in events:
-        producer.send(topics.for_event_type(event.type), value=event.model_dump_json().encode(),
-                      key=partition_key(event).encode())
-    producer.flush()
-    producer.close()
-
-
 def _scored() -> float:
     return REGISTRY.get_sample_value("sleuth_fraud_scored_total") or 0.0
 
@@ -78,7 +66,7 @@ def test_pipeline_process_writes_the_parents_detections(neo4j_store, neo4j_uri, 
     inline = txs[len(txs) // 2]
     scored_before = _scored()
     fraud.score_transaction(inline)
-    _produce(kafka_bootstrap, settings, events)
+    produce(kafka_bootstrap, settings, events)
     hub = _Collected()
     process = PipelineProcess(settings, fraud, hub)
     process.start()
@@ -124,7 +112,7 @@ def test_failed_detection_stops_the_child_and_loses_nothing(neo4j_store, neo4j_u
     settings = make_settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path, batch_max_records=500)
     events = simulate_payments(SIM).events
     txs = [e for e in events if isinstance(e, TransactionEvent)]
-    _produce(kafka_bootstrap, settings, events)
+    produce(kafka_bootstrap, settings, events)
     broken = PipelineProcess(settings, _BrokenFraudDetector(build_fraud_detector(settings)._detector), _Collected())  # noqa: SLF001
     broken.start()
     try:

@@ -21,11 +21,10 @@ import pytest
 from kafka import KafkaConsumer
 
 from ingest.errors import StoreError
-from ingest.kafka import ensure_topics, make_producer
-from schema.events import EventBase, SpanEvent, TransactionEvent, partition_key
+from schema.events import EventBase, SpanEvent, TransactionEvent
 from schema.store import NodeRef
 from server.host import build_kafka_host
-from tests.support import REPO, make_settings, services, settings_env, wait_until
+from tests.support import REPO, make_settings, produce, services, settings_env, wait_until
 
 N_TX, N_SPANS = 12_000, 3_000
 
@@ -44,19 +43,6 @@ def _stream(n_tx: int = N_TX, n_spans: int = N_SPANS) -> list[EventBase]:
         for i in range(n_spans)
     ]
     return events
-
-
-def _produce(bootstrap: str, settings, events: list[EventBase], extra: list[tuple[str, bytes]] = ()) -> None:  # type: ignore[no-untyped-def]
-    topics = settings.kafka.topics
-    ensure_topics(bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
-    producer = make_producer(bootstrap)
-    for event in events:
-        producer.send(topics.for_event_type(event.type), value=event.model_dump_json().encode(),
-                      key=partition_key(event).encode())
-    for topic, value in extra:
-        producer.send(topic, value=value, key=b"poison")
-    producer.flush()
-    producer.close()
 
 
 def _totals(driver) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -85,7 +71,7 @@ def test_neo4j_restart_mid_stream(neo4j_store, neo4j_driver, neo4j_uri, kafka_bo
                                   tmp_path) -> None:
     settings = make_settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path, batch_max_records=500)
     events = _stream()
-    _produce(kafka_bootstrap, settings, events)
+    produce(kafka_bootstrap, settings, events)
     host = build_kafka_host(settings)
     host.start()
     try:
@@ -109,7 +95,7 @@ def test_consumer_killed_mid_stream_and_restarted(neo4j_store, neo4j_driver, neo
                                                   topic_prefix, tmp_path) -> None:
     settings = make_settings(neo4j_uri, kafka_bootstrap, topic_prefix, tmp_path, batch_max_records=300)
     events = _stream()
-    _produce(kafka_bootstrap, settings, events)
+    produce(kafka_bootstrap, settings, events)
     env = settings_env(settings)
     command = [sys.executable, "-m", "server.cli", "serve"]
     log = (tmp_path / "serve.log").open("wb")
@@ -154,12 +140,12 @@ def test_poison_records_are_dead_lettered_and_neighbours_written(neo4j_store, ne
         (topics.logs, json.dumps({"type": "log", "id": "p4", "at": now.isoformat(), "service": "s",
                                   "message": "x" * (10 * 1024 * 1024)}).encode()),
     ]
-    _produce(kafka_bootstrap, settings, valid[:1], poison)
+    produce(kafka_bootstrap, settings, valid[:1], poison)
     host = build_kafka_host(settings)
     host.start()
     try:
         wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-1")) is not None, what="valid record")
-        _produce(kafka_bootstrap, settings, valid[1:])  # after the poison: the process must still be running
+        produce(kafka_bootstrap, settings, valid[1:])  # after the poison: the process must still be running
         wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-2")) is not None, what="later record")
         assert host.thread is not None and host.thread.is_alive()
     finally:

@@ -25,8 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from schema.events import TransactionEvent
-from tests.integration.test_reliability import _count, _expected, _produce, _stream, _totals
-from tests.support import REPO, make_settings, settings_env, wait_until
+from tests.integration.test_reliability import _count, _expected, _stream, _totals
+from tests.support import REPO, make_settings, produce, settings_env, wait_until
 
 PARTITIONS = 4
 WORKERS = ("sleuth-a", "sleuth-b")
@@ -82,7 +82,7 @@ def _produce_paced(bootstrap: str, settings, events: list, chunks: int = 40,  # 
                    pause_s: float = 0.25) -> None:
     size = -(-len(events) // chunks)
     for start in range(0, len(events), size):
-        _produce(bootstrap, settings, events[start:start + size])
+        produce(bootstrap, settings, events[start:start + size])
         time.sleep(pause_s)
 
 
@@ -100,7 +100,7 @@ def test_two_workers_share_partitions_and_one_takes_over_when_the_other_is_kille
     events = _stream(n_tx=8_000, n_spans=2_000)
     expected = _expected(events)
     accounts = {a for e in events if isinstance(e, TransactionEvent) for a in (e.src, e.dst)}
-    _produce(kafka_bootstrap, settings, [])  # the topics, with 4 partitions, before anyone subscribes
+    produce(kafka_bootstrap, settings, [])  # the topics, with 4 partitions, before anyone subscribes
     env = settings_env(settings)
     env["SLEUTH_KAFKA__SESSION_TIMEOUT_MS"] = "8000"  # failover within seconds (the default is 45 s)
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
