@@ -1,7 +1,9 @@
 """Assembles the process: store, pipeline, detectors, sinks and the gRPC server, from typed settings.
 
 This is the only place clients (driver, consumer, producer, models) are built; everything below receives
-them. The pipeline runs in its own thread; the gRPC server on the asyncio loop of the main thread.
+them. The gRPC server runs on the asyncio loop of the main thread. ``sleuth serve`` runs the pipeline in a
+process of its own (:class:`SplitHost`, see :mod:`server.pipeline_process`); the demo and
+``SLEUTH_PIPELINE_PROCESS=false`` run it in a thread of this process (:class:`Host`).
 """
 
 from __future__ import annotations
