@@ -48,6 +48,11 @@ def _facts(event: EventBase) -> dict[str, Any] | None:
     return None
 
 
+def fraud_events(events: Sequence[Observed]) -> list[tuple[TransactionEvent | IdentityEvent, bool]]:
+    """The ``(event, replayed)`` pairs of a batch that fraud detection looks at (payments and identities)."""
+    return [(item.event, item.replayed) for item in events if isinstance(item.event, TransactionEvent | IdentityEvent)]
+
+
 def _combined(fired: Sequence[Firing]) -> float:
     """Independent evidence combined as a noisy-OR: 1 - prod(1 - score)."""
     return 1.0 - math.prod(1.0 - f.score for f in fired)
@@ -216,8 +221,7 @@ class FraudRingDetector:
         )
 
     def detect(self, events: Sequence[Observed], store: GraphStore) -> Detection:
-        return self.detect_events([(item.event, item.replayed) for item in events
-                                   if isinstance(item.event, TransactionEvent | IdentityEvent)])
+        return self.detect_events(fraud_events(events))
 
     def detect_events(self, events: Sequence[tuple[TransactionEvent | IdentityEvent, bool]]) -> Detection:
         """:meth:`detect` on ``(event, replayed)`` pairs: what a pipeline in another process sends (see

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+from ingest.detectors import fraud_events
 from ingest.pipeline import Detection, Observed
-from schema.events import IdentityEvent, TransactionEvent
 from schema.findings import Finding
 from schema.store import GraphStore
 
@@ -113,14 +113,9 @@ class RemoteFraudDetector:
         #: The events of the request in flight (sent by :meth:`begin`, not answered yet).
         self._in_flight: Sequence[Observed] | None = None
 
-    @staticmethod
-    def _pairs(events: Sequence[Observed]) -> list[tuple[TransactionEvent | IdentityEvent, bool]]:
-        return [(item.event, item.replayed) for item in events
-                if isinstance(item.event, TransactionEvent | IdentityEvent)]
-
     def begin(self, events: Sequence[Observed]) -> None:
         self._settle()
-        pairs = self._pairs(events)
+        pairs = fraud_events(events)
         if pairs:
             self._link.tell(("detect", pairs))
             self._in_flight = events
@@ -138,7 +133,7 @@ class RemoteFraudDetector:
             detection = self._link.answer()
         else:
             self._settle()
-            pairs = self._pairs(events)
+            pairs = fraud_events(events)
             if not pairs:
                 return Detection()
             detection = self._link.ask(("detect", pairs))
