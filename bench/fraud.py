@@ -150,12 +150,17 @@ def _score_inline(port: int, first_at_s: float, stop: Any, out: Any) -> None:
 
 
 def _consume(runner: PipelineRunner, clock: _CommitClock, pipeline: _TimedPipeline, total: int, rate: float,
-             profiler: Any = None) -> dict[str, Any]:
-    """Run the pipeline until ``total`` records are committed; its throughput, ring delays and latencies."""
+             profile: str | None = None) -> dict[str, Any]:
+    """Run the pipeline until ``total`` records are committed; its throughput, ring delays and latencies
+    (``profile``: a file for cProfile statistics of this run)."""
     ring_delays: list[float] = []
     done, timed_records = 0, 0
     started: float | None = None
-    if profiler is not None:
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
         profiler.enable()
     deadline = time.monotonic() + total / rate + 600
     while done < total and time.monotonic() < deadline:
@@ -175,6 +180,7 @@ def _consume(runner: PipelineRunner, clock: _CommitClock, pipeline: _TimedPipeli
     until = time.perf_counter()
     if profiler is not None:
         profiler.disable()
+        profiler.dump_stats(profile)
     elapsed = until - (started if started is not None else until)
     _, ring_p99 = _quantiles(ring_delays)
     latency_p50, latency_p99 = _quantiles(clock.latencies)
@@ -208,14 +214,7 @@ def _pipeline_child(settings: Any, detect_conn: Any, control_conn: Any, log_leve
     tune_gc(settings)
     runner, clock, pipeline = _pipeline_parts(settings, store, RemoteFraudDetector(Link(detect_conn)), batch)
     ready.set()
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-    result = _consume(runner, clock, pipeline, total, rate, profiler)
-    if profiler is not None:
-        profiler.dump_stats(profile)
+    result = _consume(runner, clock, pipeline, total, rate, profile)
     clock.close()
     store.close()
     results.put(result)
@@ -264,14 +263,7 @@ def kafka_run(events: list, rate: float, batch: int, inline_client: str = "proce
 
         def consume() -> None:
             # The pipeline's own thread, as in ``sleuth serve`` with SLEUTH_PIPELINE_PROCESS=false.
-            profiler = None
-            if profile:
-                import cProfile
-
-                profiler = cProfile.Profile()
-            box.update(_consume(runner, clock, pipeline, len(events), rate, profiler))
-            if profiler is not None:
-                profiler.dump_stats(profile)
+            box.update(_consume(runner, clock, pipeline, len(events), rate, profile))
 
         consuming = threading.Thread(target=consume, name="pipeline")
         consuming.start()

@@ -322,17 +322,11 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
         KafkaDeadLetters,
         KafkaFindings,
         KafkaSource,
-        ensure_topics,
         make_consumer,
-        make_producer,
     )
 
-    if not settings.kafka_bootstrap:
-        raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
     topics = settings.kafka.topics
-    ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
-    store = build_store(settings, embedded=embedded_store)
-    producer = make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
+    store, producer = _kafka_store_and_producer(settings, embedded_store)
     hub = hub if hub is not None else FindingHub()
     engine = RulesEngine()
     detectors = build_detectors(settings, engine, store, fraud)
@@ -353,18 +347,24 @@ def build_kafka_host(settings: Settings, embedded_store: bool = False, metrics: 
 
 def build_split_host(settings: Settings) -> SplitHost:
     """What ``sleuth serve`` runs by default: real Kafka and Neo4j, the pipeline in a process of its own."""
+    # The schema is applied here, before the pipeline process starts.
+    store, producer = _kafka_store_and_producer(settings, embedded_store=False)
+    hub = FindingHub()
+    fraud = build_fraud_detector(settings)
+    process = PipelineProcess(settings, fraud, hub, log_level=logging.getLogger().getEffectiveLevel())
+    return SplitHost(store, hub, fraud, process, producer)
+
+
+def _kafka_store_and_producer(settings: Settings, embedded_store: bool) -> tuple[GraphStore, object]:
+    """What every Kafka host starts with: the topics (created if missing), the store and a producer."""
     from ingest.kafka import ensure_topics, make_producer
 
     if not settings.kafka_bootstrap:
         raise SystemExit("no Kafka configured: set SLEUTH_KAFKA_BOOTSTRAP or run scripts/services up")
     topics = settings.kafka.topics
     ensure_topics(settings.kafka_bootstrap, [*topics.inputs(), topics.dlq, topics.findings], settings.kafka.partitions)
-    store = build_store(settings, embedded=False)  # applies the schema before the pipeline process starts
-    producer = make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
-    hub = FindingHub()
-    fraud = build_fraud_detector(settings)
-    process = PipelineProcess(settings, fraud, hub, log_level=logging.getLogger().getEffectiveLevel())
-    return SplitHost(store, hub, fraud, process, producer)
+    store = build_store(settings, embedded=embedded_store)
+    return store, make_producer(settings.kafka_bootstrap, client_id=settings.kafka.client_id)
 
 
 def _limits(settings: Settings) -> DecodeLimits:
