@@ -324,10 +324,15 @@ class GraphStore(Protocol):
         buckets). Slices follow :func:`slice_index` and :func:`slice_count`; nodes without lines are absent."""
 
     def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
-                     until: datetime) -> dict[NodeRef, TemplateMix]:
+                     until: datetime, skip: Sequence[TimeWindow] = ()) -> dict[NodeRef, TemplateMix]:
         """Per Service/Instance of ``refs``, the ``EMITTED`` lines of each template before ``split`` (buckets in
-        ``[since, split)``) and from it (``[split, until)``), summed where the data is (one read). Nodes without
-        lines in ``[since, until)`` are absent."""
+        ``[since, split)``) and from it (``[split, until)``), summed where the data is (one read). Buckets before
+        ``split`` that start inside a ``skip`` window are left out (earlier incidents: the past a node is compared
+        with should be its normal operation). Nodes without lines counted are absent."""
+
+    def template_errors(self, templates: Sequence[str]) -> dict[str, float]:
+        """Per ``LogTemplate`` id of ``templates``, the share of its lines that were error lines (its ``errors``
+        counter over its ``count``), in one read; ids without lines are absent."""
 
     def neighbourhood(
         self,

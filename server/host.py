@@ -270,7 +270,9 @@ def build_rca_engine(store: GraphStore, settings: Settings, rules: RulesEngine |
         log.warning("no RCA checkpoint at %s: root causes are ranked by rules and anomaly scores", checkpoint)
     config = replace(config, shift_weight=settings.rca.shift_weight,
                      features=replace(config.features, shift_history_minutes=settings.rca.shift_history_minutes,
-                                      shift_lead_minutes=settings.rca.shift_lead_minutes))
+                                      shift_lead_minutes=settings.rca.shift_lead_minutes,
+                                      shift_skip_incidents=settings.rca.shift_skip_incidents,
+                                      shift_novel_errors=settings.rca.shift_novel_errors))
     tune_gc(settings)
     return RcaEngine(store, model, rules or RulesEngine(), config)
 

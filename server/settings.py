@@ -103,9 +103,13 @@ class RcaSettings(BaseModel):
     #: (Literal defaults: this module does not import torch; a unit test keeps them equal to the engine's.)
     shift_weight: float = Field(default=64.0, ge=0)
     #: Minutes of a node's own log history its template mix is compared with (0: no shift read).
-    shift_history_minutes: int = Field(default=30, ge=0)
+    shift_history_minutes: int = Field(default=120, ge=0)
     #: The compared period starts this many minutes before the alert or reference time.
     shift_lead_minutes: int = Field(default=1, ge=0)
+    #: Leave earlier incidents' periods out of that history (``FeatureConfig.shift_skip_incidents``).
+    shift_skip_incidents: bool = True
+    #: Add the share of new error-template lines to the shift (``FeatureConfig.shift_novel_errors``).
+    shift_novel_errors: bool = True
 
 
 class GrpcSettings(BaseModel):

@@ -22,7 +22,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from gnn.rca.logshift import template_shift
+from gnn.rca.logshift import novel_errors, template_shift, unseen_templates
 from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
@@ -91,8 +91,14 @@ class FeatureConfig:
     #: ``shift_lead_minutes`` before the reference time to the window's end are compared with the
     #: ``shift_history_minutes`` before that (the lead leaves room for an alert that fires minutes after the
     #: onset). 0 history minutes skips the read (shifts are zeros).
-    shift_history_minutes: int = 30
+    shift_history_minutes: int = 120
     shift_lead_minutes: int = 1
+    #: Leave the periods of earlier incidents out of that history (see :func:`incident_periods`): a node's
+    #: past should be its normal operation, and faults recur on the same node.
+    shift_skip_incidents: bool = True
+    #: Add :func:`gnn.rca.logshift.novel_errors` to each node's divergence (one more read: the error share of
+    #: the templates new to some node).
+    shift_novel_errors: bool = True
 
 
 @dataclass
@@ -331,10 +337,36 @@ def read_log_shift(store: GraphStore, graph: IncidentGraph, cfg: FeatureConfig,
     if cfg.shift_history_minutes <= 0 or not emitters or split >= until:
         return shift
     index = {ref: i for i, ref in enumerate(graph.refs)}
-    for ref, counts in store.template_mix(emitters, split - timedelta(minutes=cfg.shift_history_minutes), split,
-                                          until).items():
-        shift[index[ref]] = template_shift(counts)
+    since = split - timedelta(minutes=cfg.shift_history_minutes)
+    skip = incident_periods(store, since, split, cfg) if cfg.shift_skip_incidents else []
+    mixes = store.template_mix(emitters, since, split, until, skip)
+    errors = store.template_errors(unseen_templates(mixes.values())) if cfg.shift_novel_errors and mixes else {}
+    for ref, counts in mixes.items():
+        shift[index[ref]] = template_shift(counts) + (novel_errors(counts, errors) if cfg.shift_novel_errors else 0.0)
     return shift
+
+
+#: How far back an incident may have started and still reach into a log shift's history.
+INCIDENT_REACH = timedelta(hours=24)
+#: At most this many earlier incidents are left out of a history (the newest).
+MAX_SKIPPED_INCIDENTS = 500
+
+
+def incident_periods(store: GraphStore, since: datetime, until: datetime, cfg: FeatureConfig) -> list[TimeWindow]:
+    """The periods of incidents that started before ``until`` and reach into ``[since, until)``, each as an analysis
+    of it reads it: from ``shift_lead_minutes`` before its start (so the log bucket holding the start is left out
+    with it) to its resolution, or, while it is unresolved, ``lookahead_minutes`` after its start."""
+    periods = []
+    for node in store.find_nodes("Incident", TimeWindow(since - INCIDENT_REACH, until), limit=MAX_SKIPPED_INCIDENTS):
+        started = node.props.get("started_at") or node.props.get("at")
+        if not isinstance(started, datetime):
+            continue
+        resolved = node.props.get("resolved_at")
+        end = resolved if isinstance(resolved, datetime) else started + timedelta(minutes=cfg.lookahead_minutes)
+        start = started - timedelta(minutes=cfg.shift_lead_minutes)
+        if end > since and start < until:
+            periods.append(TimeWindow(start, end))
+    return periods
 
 
 def _bounded_walk(store: GraphStore, start: NodeRef, window: TimeWindow, cfg: FeatureConfig,

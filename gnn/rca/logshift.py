@@ -9,6 +9,9 @@ FSE 2023, which mines the same comparison from fault-free periods).
 * :func:`template_shift`: the Jensen-Shannon divergence (base 2, in [0, 1]) between a node's template shares
   before and during the incident, shrunk towards 0 when either side has few lines (small samples look
   different by chance);
+* :func:`novel_errors`: the share of a node's lines in the incident that come from error templates it did not
+  log before (a new exception or error message of its own). The divergence weighs every template alike, so a
+  few new error lines in a chatty service barely move it; they are the clearest sign of a fault in its code;
 * :func:`deepest_shift`: a node's shift less the largest shift among what it calls. Callers of a failing
   service shift too (they log the failed calls); the cause is the deepest node that shifted.
 """
@@ -16,7 +19,7 @@ FSE 2023, which mines the same comparison from fault-free periods).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +43,29 @@ def template_shift(mix: Mapping[str, tuple[float, float]], shrink_lines: float =
         if q > 0:
             divergence += 0.5 * q * math.log2(q / m)
     return max(0.0, divergence) * (before / (before + shrink_lines)) * (after / (after + shrink_lines))
+
+
+#: A template is an error template when at least this share of its lines are error lines.
+ERROR_TEMPLATE_SHARE = 0.5
+
+
+def novel_errors(mix: Mapping[str, tuple[float, float]], error_share: Mapping[str, float],
+                 shrink_lines: float = SHRINK_LINES) -> float:
+    """Lines from the split on of error templates (``error_share`` at least :data:`ERROR_TEMPLATE_SHARE`) that
+    the node did not log before it, over its lines from the split on plus ``shrink_lines``; 0 when either side
+    has no lines (without a past nothing is new)."""
+    before = sum(b for b, _ in mix.values())
+    after = sum(a for _, a in mix.values())
+    if before <= 0 or after <= 0:
+        return 0.0
+    new = sum(a for tpl, (b, a) in mix.items() if b <= 0 < a and error_share.get(tpl, 0.0) >= ERROR_TEMPLATE_SHARE)
+    return new / (after + shrink_lines)
+
+
+def unseen_templates(mixes: Iterable[Mapping[str, tuple[float, float]]]) -> list[str]:
+    """Templates some node logged from the split on but not before it (whose error share :func:`novel_errors`
+    needs), each once."""
+    return list(dict.fromkeys(tpl for mix in mixes for tpl, (b, a) in mix.items() if b <= 0 < a))
 
 
 def deepest_shift(shift: np.ndarray, kinds: Sequence[str], service_of: Sequence[int],

@@ -348,6 +348,14 @@ READ_TEMPLATE_ROLLUPS = (
     "RETURN collect([id, h.tpl_keys, h.tpl_count]) AS blocks"
 )
 
+#: The error share of some log templates (``GraphStore.template_errors``), by unique-index seeks.
+READ_TEMPLATE_ERRORS = (
+    "UNWIND $ids AS id\n"
+    "MATCH (t:LogTemplate {id: id})\n"
+    "WHERE t.count > 0\n"
+    "RETURN id, toFloat(coalesce(t.errors, 0)) / t.count AS share"
+)
+
 #: ``Neo4jGraphStore.rebuild_log_rollups``: every rollup, in bounded transactions.
 DELETE_LOG_ROLLUPS = "MATCH (h:LogRollup) WITH h LIMIT $batch DETACH DELETE h RETURN count(*) AS deleted"
 

@@ -305,17 +305,27 @@ class MemoryGraphStore:
         return {ref: LogSlices(*(tuple(a) for a in acc)) for ref, acc in sums.items()}
 
     def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
-                     until: datetime) -> dict[NodeRef, TemplateMix]:
+                     until: datetime, skip: Sequence[TimeWindow] = ()) -> dict[NodeRef, TemplateMix]:
         emitters = set(rel_spec("EMITTED").starts)
         mix: dict[NodeRef, dict[str, list[float]]] = {}
         window = TimeWindow(since, until)
         for hop in self.expand([r for r in refs if r.label in emitters], "EMITTED", "out", window):
             bucket = hop.rel.props.get("bucket")
-            if bucket is None:
+            if bucket is None or (bucket < split and any(w.contains(bucket) for w in skip)):
                 continue
             counts = mix.setdefault(hop.near, {}).setdefault(hop.node.ref.key, [0.0, 0.0])
             counts[0 if bucket < split else 1] += float(hop.rel.props.get("count") or 0)
         return {ref: {tpl: (c[0], c[1]) for tpl, c in tpls.items()} for ref, tpls in mix.items()}
+
+    def template_errors(self, templates: Sequence[str]) -> dict[str, float]:
+        shares: dict[str, float] = {}
+        with self._lock:
+            for key in dict.fromkeys(templates):
+                props = self._nodes.get(NodeRef("LogTemplate", key))
+                count = float((props or {}).get("count") or 0)
+                if count > 0:
+                    shares[key] = float(props.get("errors") or 0) / count  # type: ignore[union-attr]
+        return shares
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:

@@ -477,7 +477,7 @@ class Neo4jGraphStore:
         )
 
     def template_mix(self, refs: Sequence[NodeRef], since: datetime, split: datetime,
-                     until: datetime) -> dict[NodeRef, TemplateMix]:
+                     until: datetime, skip: Sequence[TimeWindow] = ()) -> dict[NodeRef, TemplateMix]:
         """From the ``LogRollup`` blocks of the period's hours (a few index seeks per node, however long the
         node's history), not from its ``EMITTED`` relationships."""
         emitters = list(dict.fromkeys(ref for ref in refs if ref.label in cypher.NEW_LOG_SLICES))
@@ -488,15 +488,26 @@ class Neo4jGraphStore:
         with _translated("template mix"), self._driver.session(database=self._database) as session:
             found = session.execute_read(
                 lambda tx: tx.run(cypher.READ_TEMPLATE_ROLLUPS, ids=list(blocks)).single(strict=True)["blocks"])
+        skipped = [(_epoch_us(w.since) if w.since else since_us, _epoch_us(w.until) if w.until else until_us)
+                   for w in skip]
         mix: dict[NodeRef, dict[str, list[float]]] = {}
         for rollup_id, keys, counts in found:
             ref, hour_us = blocks[rollup_id]
             for key, count in zip(keys or (), counts or (), strict=True):
                 offset, template = key.split(_ROLLUP_SEP, 1)
                 at = hour_us + int(offset)
-                if since_us <= at < until_us:
-                    mix.setdefault(ref, {}).setdefault(template, [0.0, 0.0])[0 if at < split_us else 1] += count
+                if not since_us <= at < until_us:
+                    continue
+                if at < split_us and any(lo <= at < hi for lo, hi in skipped):
+                    continue
+                mix.setdefault(ref, {}).setdefault(template, [0.0, 0.0])[0 if at < split_us else 1] += count
         return {ref: {tpl: (c[0], c[1]) for tpl, c in tpls.items()} for ref, tpls in mix.items()}
+
+    def template_errors(self, templates: Sequence[str]) -> dict[str, float]:
+        if not templates:
+            return {}
+        records = self._read("template errors", cypher.READ_TEMPLATE_ERRORS, ids=list(dict.fromkeys(templates)))
+        return {r["id"]: float(r["share"]) for r in records}
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
                  slice_seconds: int, traffic: bool = False) -> IncidentReads | None:

@@ -211,6 +211,16 @@ def test_template_mix_sums_lines_per_template_on_either_side_of_the_split(store:
     }
     assert store.template_mix(refs, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)) == {}
     assert store.template_mix([], T0, T0, T0) == {}
+    # An earlier incident's minutes are left out of the past; a skip window after the split changes nothing.
+    skip = [TimeWindow(T0 - timedelta(minutes=11), T0 - timedelta(minutes=9)), TimeWindow(T0, None)]
+    assert store.template_mix(refs, T0 - timedelta(minutes=20), T0, T0 + timedelta(minutes=5), skip) == {
+        NodeRef("Service", "checkout"): {"T1": (3.0, 1.0), "T2": (2.0, 0.0), "T3": (0.0, 4.0)},
+        NodeRef("Instance", "payments-0"): {"T2": (0.0, 5.0)},
+    }
+    everything_before = [TimeWindow(None, T0)]
+    assert store.template_mix(refs, T0 - timedelta(minutes=20), T0, T0 + timedelta(minutes=5),
+                              everything_before)[NodeRef("Service", "checkout")] == {"T1": (0.0, 1.0),
+                                                                                     "T3": (0.0, 4.0)}
 
 
 def test_neighbourhood_by_hops_and_window(store: GraphStore) -> None:
@@ -309,6 +319,18 @@ def test_log_slices_add_up_across_batches_hours_and_emitters(store: GraphStore) 
     # The same lines per template, either side of the hour.
     assert store.template_mix([NodeRef("Service", "checkout")], window.since, hour, window.until) == {
         NodeRef("Service", "checkout"): {"T1": (2.0, 3.0), "T2": (6.0, 0.0), "T3": (0.0, 10.0)}}
+
+
+def test_template_errors_is_each_templates_share_of_error_lines(store: GraphStore) -> None:
+    b = BatchBuilder()
+    for template, count, errors in (("ok", 40, 0), ("boom", 8, 8), ("mixed", 4, 1)):
+        for _ in range(2):  # counters add up across writes
+            b.node("LogTemplate", template, {"template": template}, seen=T0, add={"count": count, "errors": errors})
+    b.node("LogTemplate", "silent", {"template": "silent"}, seen=T0)
+    store.write(b.build())
+    assert store.template_errors(["boom", "ok", "mixed", "silent", "ghost", "boom"]) == {
+        "ok": 0.0, "boom": 1.0, "mixed": 0.25}
+    assert store.template_errors([]) == {}
 
 
 def test_reach_follows_calls_both_ways_within_hops_and_window(store: GraphStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,7 +16,7 @@ from gnn.rca.model import RcaGnn, RcaModelConfig
 from ingest.batch import BatchBuilder
 from ingest.store.memory import MemoryGraphStore
 from rules.engine import RulesEngine
-from schema.store import NodeRef
+from schema.store import NodeRef, TimeWindow
 
 T0 = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 
@@ -118,10 +119,15 @@ def test_the_settings_carry_the_engines_defaults_and_reach_the_engine() -> None:
     assert RcaSettings().shift_weight == RcaConfig().shift_weight
     assert RcaSettings().shift_history_minutes == FeatureConfig().shift_history_minutes
     assert RcaSettings().shift_lead_minutes == FeatureConfig().shift_lead_minutes
-    settings = Settings(rca=RcaSettings(shift_weight=0.5, shift_history_minutes=30, shift_lead_minutes=3))
+    assert RcaSettings().shift_skip_incidents == FeatureConfig().shift_skip_incidents
+    assert RcaSettings().shift_novel_errors == FeatureConfig().shift_novel_errors
+    settings = Settings(rca=RcaSettings(shift_weight=0.5, shift_history_minutes=30, shift_lead_minutes=3,
+                                        shift_skip_incidents=False, shift_novel_errors=False))
     engine = build_rca_engine(MemoryGraphStore(), settings)
     assert engine.config.shift_weight == 0.5
-    assert (engine.config.features.shift_history_minutes, engine.config.features.shift_lead_minutes) == (30, 3)
+    features = engine.config.features
+    assert (features.shift_history_minutes, features.shift_lead_minutes) == (30, 3)
+    assert (features.shift_skip_incidents, features.shift_novel_errors) == (False, False)
 
 
 def test_the_gnn_ranking_reads_the_shift_of_its_best_candidates_only() -> None:
@@ -152,3 +158,72 @@ def test_negative_shift_settings_are_refused() -> None:
     for field in ("shift_weight", "shift_history_minutes", "shift_lead_minutes"):
         with pytest.raises(ValidationError, match=field):
             RcaSettings(**{field: -1})
+
+
+def test_new_error_templates_add_their_share_of_the_lines() -> None:
+    from gnn.rca.logshift import novel_errors, unseen_templates
+
+    mix = {"get": (900.0, 300.0), "timeout": (0.0, 30.0), "retry": (0.0, 15.0), "old-error": (10.0, 5.0)}
+    shares = {"get": 0.0, "timeout": 1.0, "retry": 0.2, "old-error": 1.0}
+    # Only "timeout" is both new to the node and an error template.
+    assert novel_errors(mix, shares) == pytest.approx(30.0 / (350.0 + 5.0))
+    assert novel_errors(mix, {}) == 0.0  # nothing known to be an error template
+    assert novel_errors({"timeout": (0.0, 30.0)}, shares) == 0.0  # no past: nothing is new
+    assert novel_errors({"get": (10.0, 0.0)}, shares) == 0.0
+    assert unseen_templates([mix, {"retry": (0.0, 2.0), "boot": (0.0, 1.0), "get": (3.0, 0.0)}]) == [
+        "timeout", "retry", "boot"]
+
+
+def _store_with_a_recurring_fault(incident: bool) -> MemoryGraphStore:
+    """web -> api -> db for an hour. db throws the same exception (an error template) for four minutes twenty
+    minutes before T0, and again from T0. With ``incident``, the first episode is a known (resolved) incident."""
+    b = BatchBuilder()
+    start = T0 - timedelta(hours=1)
+    svc = {n: b.node("Service", n, seen=start) for n in ("web", "api", "db")}
+    for minute in range(-60, 5):
+        at = T0 + timedelta(minutes=minute)
+        broken = minute >= 0 or -20 <= minute < -16
+        b.rel("CALLS", svc["web"], svc["api"], seen=at, add={"calls": 10})
+        b.rel("CALLS", svc["api"], svc["db"], seen=at, add={"calls": 10})
+        lines = {"web": {"web:get": (20, 0)}, "api": {"api:get": (10, 0)},
+                 "db": {"db:query": (10, 0), **({"db:exception": (10, 10)} if broken else {"db:commit": (10, 0)})}}
+        for name, counts in lines.items():
+            for tpl, (count, errors) in counts.items():
+                b.rel("EMITTED", svc[name], b.node("LogTemplate", tpl, seen=at, add={"count": count, "errors": errors}),
+                      key={"bucket": at}, add={"count": count, "errors": errors}, seen=at)
+    if incident:
+        began = T0 - timedelta(minutes=20)
+        b.node("Incident", "earlier", {"at": began, "started_at": began, "status": "resolved",
+                                       "resolved_at": began + timedelta(minutes=5)}, seen=began)
+    store = MemoryGraphStore()
+    store.write(b.build())
+    return store
+
+
+def test_an_earlier_incident_is_left_out_of_a_nodes_past() -> None:
+    from gnn.rca.features import incident_periods
+
+    cfg = FeatureConfig(shift_history_minutes=30)
+    window = TimeWindow(T0 - timedelta(minutes=12), T0 + timedelta(minutes=4))
+    shifts = {}
+    for known in (False, True):
+        store = _store_with_a_recurring_fault(known)
+        graph = extract_incident(store, NodeRef("Service", "web"), window, cfg)
+        assert isinstance(graph, IncidentGraph)
+        for name, on in (("skip", True), ("keep", False)):
+            features = replace(cfg, shift_skip_incidents=on)
+            shift = read_log_shift(store, graph, features)
+            shifts[known, name] = float(shift[graph.names.index("db")])
+            plain = read_log_shift(store, graph, replace(features, shift_novel_errors=False))
+            shifts[known, name, "plain"] = float(plain[graph.names.index("db")])
+        if known:
+            periods = incident_periods(store, T0 - timedelta(minutes=30), T0, cfg)
+            assert periods == [TimeWindow(T0 - timedelta(minutes=21), T0 - timedelta(minutes=15))]
+            assert incident_periods(store, T0 - timedelta(minutes=15), T0, cfg) == []
+    # Without a known incident, the exception is part of db's past: only a little of its mix is new.
+    assert shifts[False, "skip"] == pytest.approx(shifts[False, "keep"])
+    # Known, its minutes are left out: the exception is new against db's normal operation, and as an error
+    # template that db did not log before, its share of the lines is added to the divergence.
+    assert shifts[True, "skip", "plain"] > shifts[True, "keep", "plain"] + 0.1
+    assert shifts[True, "skip"] > shifts[True, "skip", "plain"] + 0.3
+    assert shifts[True, "keep"] == pytest.approx(shifts[True, "keep", "plain"])  # not new: nothing added

@@ -343,6 +343,33 @@ def test_evaluate_rca_on_a_small_scenario(rules_engine: RulesEngine) -> None:
     assert np.isfinite(report["avg@5"])
 
 
+def test_evaluation_records_each_case_as_an_incident_after_its_analysis(rules_engine: RulesEngine) -> None:
+    from gnn.rca.evaluate import evaluate_cases
+    from ingest.replay import replay
+
+    scenario = simulate_ops(OpsSimConfig(seed=5, min_services=6, max_services=8, n_incidents=2, warmup_minutes=15,
+                                         segment_minutes=24, onset_range=(10, 12), fault_minutes=(5, 6)))
+
+    class Watched(MemoryGraphStore):
+        """Counts the incidents a log shift read could see (every shift read looks them up first)."""
+
+        seen: list[int] = []
+
+        def template_mix(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.seen.append(len(self.find_nodes("Incident")))
+            return super().template_mix(*args, **kwargs)
+
+    store = Watched()
+    replay(scenario.events, store)
+    evaluate_cases(store, scenario.cases, None, rules_engine)
+    incidents = {n.key: n.props for n in store.find_nodes("Incident")}
+    assert set(incidents) == {f"case:{c['id']}" for c in scenario.cases}
+    for case in scenario.cases:
+        assert incidents[f"case:{case['id']}"]["started_at"] == datetime.fromisoformat(case["at"])
+    # The logshift baseline reads each case's shift: the first case saw no incident, the second the first one.
+    assert Watched.seen[0] == 0 and max(Watched.seen) == len(scenario.cases) - 1
+
+
 def test_onset_variants_start_from_the_entry_service_at_the_onset() -> None:
     from server.workflows.rca import case_variants, scenario_examples
 
