@@ -158,7 +158,7 @@ def evaluate_cases(
         ranks[main].append(rank_of(result, case["root_cause"], same))
         exact_ranks.append(rank_of(result, case["root_cause"]))
         service_ranks.append(service_rank(store, result, case["root_cause"]))
-        row: dict[str, Any] = {"id": case["id"], "fault": case.get("fault"), "rank": ranks[main][-1],
+        row: dict[str, Any] = {"id": case["id"], "fault": case_fault(case), "rank": ranks[main][-1],
                                "exact_rank": exact_ranks[-1],
                                "service_rank": service_ranks[-1], "anchor": f"{anchor.label}:{anchor.key}",
                                "top": [f"{c.kind}:{c.name}" for c in result.candidates[:3]],
@@ -175,6 +175,7 @@ def evaluate_cases(
                            "baselines": {name: accuracy(ranks[name], n) for name in baselines}}
     out["latency_ms"] = {"p50": round(float(np.percentile(latencies, 50)), 2) if latencies else 0.0,
                          "p99": round(float(np.percentile(latencies, 99)), 2) if latencies else 0.0}
+    out["by_fault"] = by_fault(per_case, [main, *baselines])
     out["per_case"] = per_case
     if mapper:
         out["mapper"] = mapper
@@ -196,8 +197,34 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "baselines": {b: accuracy([row[b] for row in rows], n) for b in baselines},
         "latency_ms": {"p50": round(float(np.median(lat_p50)), 2) if lat_p50 else 0.0,
                        "p99": round(float(max(lat_p99)), 2) if lat_p99 else 0.0},
+        "by_fault": by_fault(rows, [main, *baselines]),
         "per_case": rows,
     }
+
+
+def case_fault(case: dict[str, Any]) -> str | None:
+    """A case's fault kind: ``fault`` (the simulator) or ``fault_type`` (converted fault-injection logs)."""
+    kind = case.get("fault") or case.get("fault_type")
+    return None if kind is None else str(kind)
+
+
+def by_fault(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per fault kind (cases that name one): the number of cases and AC@1/AC@3 of the main ranking (``rank``)
+    and of each baseline, so a report shows which kinds of fault a method misses."""
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("fault"):
+            kinds.setdefault(str(row["fault"]), []).append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for kind, group in sorted(kinds.items()):
+        n = len(group)
+        entry: dict[str, Any] = {"cases": n}
+        for method in methods:
+            key = "rank" if method == methods[0] else method
+            ac = accuracy([row.get(key) for row in group], n)
+            entry[method] = {"ac@1": ac["ac@1"], "ac@3": ac["ac@3"]}
+        out[kind] = entry
+    return out
 
 
 def read_scenario(directory: str | Path) -> tuple[list[EventBase], list[dict[str, Any]]]:

@@ -341,6 +341,23 @@ def test_evaluate_rca_on_a_small_scenario(rules_engine: RulesEngine) -> None:
     assert 0.0 <= report["ac@1"] <= report["ac@3"] <= report["ac@5"] <= 1.0
     assert report["latency_ms"]["p50"] > 0
     assert np.isfinite(report["avg@5"])
+    faults = {c["fault"] for c in scenario.cases}
+    assert set(report["by_fault"]) == faults
+    assert sum(v["cases"] for v in report["by_fault"].values()) == 2
+    assert all(set(v) == {"cases", "rules", *report["baselines"]} for v in report["by_fault"].values())
+
+
+def test_accuracy_by_fault_kind() -> None:
+    from gnn.rca.evaluate import by_fault, case_fault
+
+    rows = [{"fault": "cpu", "rank": 1, "baro": 2}, {"fault": "cpu", "rank": 4, "baro": None},
+            {"fault": "exception", "rank": None, "baro": 1}, {"fault": None, "rank": 1, "baro": 1}]
+    assert by_fault(rows, ["gnn", "baro"]) == {
+        "cpu": {"cases": 2, "gnn": {"ac@1": 0.5, "ac@3": 0.5}, "baro": {"ac@1": 0.0, "ac@3": 0.5}},
+        "exception": {"cases": 1, "gnn": {"ac@1": 0.0, "ac@3": 0.0}, "baro": {"ac@1": 1.0, "ac@3": 1.0}},
+    }
+    assert case_fault({"fault_type": "return"}) == "return" and case_fault({"fault": "crash"}) == "crash"
+    assert case_fault({}) is None
 
 
 def test_evaluation_records_each_case_as_an_incident_after_its_analysis(rules_engine: RulesEngine) -> None:
