@@ -144,9 +144,13 @@ def test_poison_records_are_dead_lettered_and_neighbours_written(neo4j_store, ne
     host = build_kafka_host(settings)
     host.start()
     try:
-        wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-1")) is not None, what="valid record")
+        # Liveness, not speed: the first batch includes a 10 MB record and the group's first join; on a loaded
+        # 2-core machine (a CI run next to a training job) that once took more than 120 s.
+        wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-1")) is not None, timeout_s=300,
+                   what="valid record")
         produce(kafka_bootstrap, settings, valid[1:])  # after the poison: the process must still be running
-        wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-2")) is not None, what="later record")
+        wait_until(lambda: neo4j_store.get_node(NodeRef("Transaction", "ok-2")) is not None, timeout_s=300,
+                   what="later record")
         assert host.thread is not None and host.thread.is_alive()
     finally:
         host.stop()
