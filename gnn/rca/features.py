@@ -340,9 +340,10 @@ def read_log_shift(store: GraphStore, graph: IncidentGraph, cfg: FeatureConfig,
     since = split - timedelta(minutes=cfg.shift_history_minutes)
     skip = incident_periods(store, since, split, cfg) if cfg.shift_skip_incidents else []
     mixes = store.template_mix(emitters, since, split, until, skip)
+    # Without error shares (turned off, or nothing new anywhere) no line counts as a new error.
     errors = store.template_errors(unseen_templates(mixes.values())) if cfg.shift_novel_errors and mixes else {}
     for ref, counts in mixes.items():
-        shift[index[ref]] = template_shift(counts) + (novel_errors(counts, errors) if cfg.shift_novel_errors else 0.0)
+        shift[index[ref]] = template_shift(counts) + novel_errors(counts, errors)
     return shift
 
 
