@@ -321,10 +321,10 @@ class MemoryGraphStore:
         shares: dict[str, float] = {}
         with self._lock:
             for key in dict.fromkeys(templates):
-                props = self._nodes.get(NodeRef("LogTemplate", key))
-                count = float((props or {}).get("count") or 0)
+                props = self._nodes.get(NodeRef("LogTemplate", key)) or {}
+                count = float(props.get("count") or 0)
                 if count > 0:
-                    shares[key] = float(props.get("errors") or 0) / count  # type: ignore[union-attr]
+                    shares[key] = float(props.get("errors") or 0) / count
         return shares
 
     def incident(self, service: NodeRef, window: TimeWindow, hops: int, limit: int,
