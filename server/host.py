@@ -272,7 +272,9 @@ def build_rca_engine(store: GraphStore, settings: Settings, rules: RulesEngine |
                      features=replace(config.features, shift_history_minutes=settings.rca.shift_history_minutes,
                                       shift_lead_minutes=settings.rca.shift_lead_minutes,
                                       shift_skip_incidents=settings.rca.shift_skip_incidents,
-                                      shift_novel_errors=settings.rca.shift_novel_errors))
+                                      shift_novel_errors=settings.rca.shift_novel_errors,
+                                      read_metric_names=settings.rca.read_metric_names,
+                                      metric_groups=tuple(settings.rca.metric_groups)))
     tune_gc(settings)
     return RcaEngine(store, model, rules or RulesEngine(), config)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gnn.rca.metric_groups import check_rules
 from ingest.enrich.metrics import MetricScorerConfig
 from ingest.mapping import MappingConfig
 
@@ -110,6 +111,17 @@ class RcaSettings(BaseModel):
     shift_skip_incidents: bool = True
     #: Add the share of new error-template lines to the shift (``FeatureConfig.shift_novel_errors``).
     shift_novel_errors: bool = True
+    #: Read what a metric measures from its name (``FeatureConfig.read_metric_names``, see
+    #: ``gnn.rca.metric_groups``).
+    read_metric_names: bool = True
+    #: Metric group rules of one's own, tried before the words of the name: ``[["regex", "group"], ...]`` (JSON in
+    #: the environment), a group being latency, error, cpu, memory, up, other or none.
+    metric_groups: list[tuple[str, str]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _metric_groups_valid(self) -> RcaSettings:
+        check_rules(self.metric_groups)
+        return self
 
 
 class GrpcSettings(BaseModel):

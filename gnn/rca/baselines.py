@@ -25,10 +25,11 @@ BASELINES: tuple[str, ...] = ("baro", "pagerank", "earliest", "logshift")
 
 
 def _node_anomaly(graph: IncidentGraph) -> np.ndarray:
+    """Each node's largest anomaly score over the window, of every metric (the baselines read ungrouped ones too)."""
     anom = graph.signals.anom  # [N, T, groups]
     if not anom.size:
         return np.zeros(anom.shape[0])
-    return anom.reshape(anom.shape[0], -1).max(axis=1)
+    return np.maximum(anom.reshape(anom.shape[0], -1).max(axis=1), graph.signals.ungrouped.max(axis=1))
 
 
 def _change_targets(graph: IncidentGraph) -> dict[int, int]:
@@ -84,7 +85,7 @@ def earliest_scores(graph: IncidentGraph) -> np.ndarray:
     """Earlier sustained anomaly onset ranks higher; never-anomalous candidates rank last."""
     score = np.full(graph.n, -1e6)
     peak = _node_anomaly(graph)
-    onsets = [sustained_onset(s.anom) for s in graph.signals]
+    onsets = [sustained_onset(np.column_stack((s.anom, s.ungrouped))) for s in graph.signals]
     for i, k in enumerate(onsets):
         if k is not None:
             score[i] = -float(k) + 1e-4 * np.log1p(peak[i])

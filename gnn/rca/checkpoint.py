@@ -46,5 +46,8 @@ def load_checkpoint(path: str | Path) -> tuple[RcaGnn, FeatureConfig, float]:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
     model.eval()
     known = {f.name for f in fields(FeatureConfig)}
-    fc = FeatureConfig(**{k: v for k, v in payload["feature_config"].items() if k in known})
+    saved = {k: v for k, v in payload["feature_config"].items() if k in known}
+    if "metric_groups" in saved:  # JSON-like lists in the payload; the config is frozen and hashable
+        saved["metric_groups"] = tuple((str(p), str(g)) for p, g in saved["metric_groups"])
+    fc = FeatureConfig(**saved)
     return model, fc, float(payload.get("rules_weight", 0.0))

@@ -212,8 +212,8 @@ def doubt(scores: np.ndarray) -> float:
 def has_telemetry(graph: IncidentGraph) -> bool:
     """Whether anything observable happened in the window (otherwise there is nothing to rank)."""
     signals = graph.signals
-    return bool(signals.anom.any() or signals.of("log_total").any() or signals.of("alerts").any()
-                or signals.of("changes").any())
+    return bool(signals.anom.any() or signals.ungrouped.any() or signals.of("log_total").any()
+                or signals.of("alerts").any() or signals.of("changes").any())
 
 
 def _display_scores(scores: np.ndarray, method: str) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gnn.rca.logshift import novel_errors, template_shift, unseen_templates
+from gnn.rca.metric_groups import N_METRIC_GROUPS, metric_group
 from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
@@ -37,9 +38,9 @@ from schema.store import (
 #: Candidate kinds, in feature order.
 KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
 _LABEL_KIND = {"Service": "service", "Instance": "instance", "Host": "host", "Change": "change"}
-#: Metric name -> feature group.
+#: Metric name -> feature group, when names are not read (``FeatureConfig.read_metric_names`` off): every other
+#: name is in the last group.
 _METRIC_GROUP = {"latency_ms": 0, "net_rtt_ms": 0, "error_rate": 1, "cpu": 2, "memory": 3, "up": 4}
-N_METRIC_GROUPS = 6  # the last group is "any other metric"
 #: Edge types (message passing runs along both directions of every structural relationship).
 EDGE_TYPES: tuple[str, ...] = (
     "calls", "called_by", "instance_of", "has_instance", "runs_on", "hosts", "changed", "changed_by",
@@ -99,6 +100,12 @@ class FeatureConfig:
     #: Add :func:`gnn.rca.logshift.novel_errors` to each node's divergence (one more read: the error share of
     #: the templates new to some node).
     shift_novel_errors: bool = True
+    #: Read what a metric measures from the words of its name (:mod:`gnn.rca.metric_groups`); metrics that measure
+    #: another entity (client-side, host-level on a pod) are ungrouped: kept for the baselines and the evidence, not
+    #: read by the model. Off: the simulator's names only, and every other name in the last group.
+    read_metric_names: bool = True
+    #: Rules of one's own, tried first: (regular expression on the whole name, group name or ``"none"``).
+    metric_groups: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -106,7 +113,8 @@ class NodeSignals:
     """Raw signals of one candidate, per slice (kept for baselines, rules and evidence)."""
 
     anom: np.ndarray  # [T, N_METRIC_GROUPS] max anomaly score
-    anom_count: np.ndarray  # [T]
+    ungrouped: np.ndarray  # [T] max anomaly score of ungrouped metrics (not read by the model)
+    anom_count: np.ndarray  # [T] anomalies of grouped metrics
     log_errors: np.ndarray  # [T]
     log_total: np.ndarray  # [T]
     new_tpl: np.ndarray  # [T]
@@ -117,7 +125,9 @@ class NodeSignals:
     duration_in_ms: np.ndarray  # [T] their summed duration
     errors_in: np.ndarray  # [T] errors among them
     calls_out: np.ndarray  # [T] calls out of a service
+    #: The first score from ``anomaly_threshold`` on, of a grouped metric.
     first_anomaly: datetime | None = None
+    #: The largest five anomalies, ungrouped metrics too.
     top_anomalies: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -418,13 +428,15 @@ _AnomalyRow = tuple[float, str, datetime, Any]
 class SignalTable(Sequence[NodeSignals]):
     """The :class:`NodeSignals` of every node of an incident graph, kept as blocks over all nodes.
 
-    ``anom`` is [N, T, N_METRIC_GROUPS] and ``series`` [len(_SERIES), N, T]; ``table[i]`` is node i's
-    :class:`NodeSignals` (views into the blocks), built on first access. Readers that look at every node (features,
-    rule facts, baselines) read the blocks instead of N objects."""
+    ``anom`` is [N, T, N_METRIC_GROUPS], ``ungrouped`` [N, T] (metrics the model does not read) and ``series``
+    [len(_SERIES), N, T]; ``table[i]`` is node i's :class:`NodeSignals` (views into the blocks), built on first
+    access. Readers that look at every node (features, rule facts, baselines) read the blocks instead of N
+    objects."""
 
     def __init__(self, anom: np.ndarray, series: np.ndarray, first_anomaly: dict[int, datetime],
-                 anomalies: dict[int, list[_AnomalyRow]]) -> None:
+                 anomalies: dict[int, list[_AnomalyRow]], ungrouped: np.ndarray | None = None) -> None:
         self.anom = anom
+        self.ungrouped = np.zeros(anom.shape[:2]) if ungrouped is None else ungrouped
         self.series = series
         self._first_anomaly = first_anomaly
         self._anomalies = anomalies
@@ -455,7 +467,7 @@ class SignalTable(Sequence[NodeSignals]):
             rounded = [(round(score, 2), metric, at, value) for score, metric, at, value in self._anomalies.get(i, ())]
             top = sorted(rounded, key=lambda item: -item[0])  # stable: equal (rounded) scores keep the order read
             built = self._built[i] = NodeSignals(
-                self.anom[i], *self.series[:, i], first_anomaly=self._first_anomaly.get(i),
+                self.anom[i], self.ungrouped[i], *self.series[:, i], first_anomaly=self._first_anomaly.get(i),
                 top_anomalies=[{"metric": metric, "at": at.isoformat(), "score": score, "value": value}
                                for score, metric, at, value in top[:5]])
         return built
@@ -486,6 +498,9 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
     since, step, last = window.since, timedelta(seconds=60 * cfg.slice_minutes), T - 1
     cells: list[tuple[int, int, int]] = []  # (node, slice, metric group) per anomaly in the window
     scores: list[float] = []
+    loose: list[tuple[int, int]] = []  # (node, slice) per anomaly of an ungrouped metric
+    loose_scores: list[float] = []
+    rules = cfg.metric_groups
     for a in reads.anomalies:
         i = entity.get(a.target)
         at = a.at
@@ -494,17 +509,26 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
         k = min((at - since) // step, last)
         score = float(a.score or 0.0)
         metric = "" if a.metric is None else str(a.metric)
-        cells.append((i, k, _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1)))
+        anomalies.setdefault(i, []).append((score, metric, at, a.value))
+        group = (metric_group(metric, a.target.label == "Host", rules) if cfg.read_metric_names
+                 else _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1))
+        if group is None:
+            loose.append((i, k))
+            loose_scores.append(score)
+            continue
+        cells.append((i, k, group))
         scores.append(score)
         if score >= threshold and ((first := first_anomaly.get(i)) is None or at < first):
             first_anomaly[i] = at
-        anomalies.setdefault(i, []).append((score, metric, at, a.value))
     if cells:
         i_, k_, g_ = np.array(cells).T
         # The largest score per cell, as max() over the rows gave it: np.fmax keeps the current value against a NaN
         # score, as max(current, nan) does, and starts from the block's zeros.
         np.fmax.at(anom, (i_, k_, g_), np.array(scores))
         np.add.at(anom_count, (i_, k_), 1)
+    ungrouped = np.zeros((N, T))
+    if loose:
+        np.fmax.at(ungrouped, tuple(np.array(loose).T), np.array(loose_scores))
     alert_cells = [(i, min((at - since) // step, last)) for alert in reads.alerts
                    if (i := entity.get(alert.target)) is not None and (at := alert.at) is not None
                    and window.contains(at)]
@@ -524,7 +548,7 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
                 series[_SERIES_ROW[row], nodes] = np.fromiter(
                     chain.from_iterable(getattr(value, name) for _, value in found), np.float64, len(found) * T,
                 ).reshape(len(found), T)
-    return SignalTable(anom, series, first_anomaly, anomalies)
+    return SignalTable(anom, series, first_anomaly, anomalies, ungrouped)
 
 
 def _features(refs: list[NodeRef], kinds: list[str], anom_block: np.ndarray, series_block: np.ndarray, symptom: int,
