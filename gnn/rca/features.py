@@ -501,6 +501,7 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
     loose: list[tuple[int, int]] = []  # (node, slice) per anomaly of an ungrouped metric
     loose_scores: list[float] = []
     rules = cfg.metric_groups
+    named: dict[tuple[str, bool], int | None] = {}
     for a in reads.anomalies:
         i = entity.get(a.target)
         at = a.at
@@ -510,8 +511,10 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
         score = float(a.score or 0.0)
         metric = "" if a.metric is None else str(a.metric)
         anomalies.setdefault(i, []).append((score, metric, at, a.value))
-        group = (metric_group(metric, a.target.label == "Host", rules) if cfg.read_metric_names
-                 else _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1))
+        on_host = a.target.label == "Host"
+        if (group := named.get((metric, on_host), -1)) == -1:  # once per name and entity kind in the window
+            group = named[metric, on_host] = (metric_group(metric, on_host, rules) if cfg.read_metric_names
+                                              else _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1))
         if group is None:
             loose.append((i, k))
             loose_scores.append(score)
