@@ -35,8 +35,14 @@ CANONICAL: dict[str, int] = {"latency_ms": 0, "net_rtt_ms": 0, "error_rate": 1, 
                              "requests": OTHER}
 #: Words saying the metric belongs to another entity than the one reporting it.
 _CLIENT_WORDS = frozenset({"client", "outbound", "upstream"})
-#: Leading words of host-level metrics (the host's when reported on a pod, instance or service).
-_HOST_PREFIXES = frozenset({"node", "host", "machine"})
+#: Leading words of host-level metrics (the host's when reported on a pod, instance or service). ``system`` as in
+#: OpenTelemetry's ``system.cpu.utilization`` and Micrometer's ``system_cpu_usage`` (the whole machine; the
+#: process's own are ``process.*``).
+_HOST_PREFIXES = frozenset({"node", "host", "machine", "system"})
+#: Last words of the parts of a histogram or summary that count observations or add them up
+#: (``request_duration_seconds_count`` is a request count, not a latency).
+_TALLY_SUFFIXES = frozenset({"count", "sum"})
+_LATENCY = 0
 #: Words per group, tried in this order (``http_request_errors`` is errors, ``request_duration_seconds`` latency).
 _GROUP_WORDS: tuple[tuple[int, frozenset[str]], ...] = (
     (4, frozenset({"up", "health", "healthy", "alive", "liveness", "readiness", "ready"})),
@@ -44,7 +50,7 @@ _GROUP_WORDS: tuple[tuple[int, frozenset[str]], ...] = (
     (3, frozenset({"mem", "memory", "heap", "rss", "oom"})),
     (1, frozenset({"error", "errors", "err", "fail", "failed", "failure", "failures", "success", "successful",
                    "exception", "exceptions", "5xx", "fault", "faults"})),
-    (0, frozenset({"latency", "duration", "rtt", "elapsed"})),
+    (_LATENCY, frozenset({"latency", "duration", "rtt", "elapsed"})),
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SPLIT = re.compile(r"[^a-z0-9]+")
@@ -81,7 +87,7 @@ def _metric_group(name: str, on_host: bool, rules: tuple[tuple[str, str], ...]) 
     found = set(parts)
     for group, vocabulary in _GROUP_WORDS:
         if vocabulary & found:
-            return group
+            return OTHER if group == _LATENCY and parts[-1] in _TALLY_SUFFIXES else group
     return OTHER
 
 

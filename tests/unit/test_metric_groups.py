@@ -34,6 +34,11 @@ def test_words_split_punctuation_and_camel_case() -> None:
     ("CpuUsageRate", CPU), ("process_resident_memory_bytes", MEMORY), ("jvm_memory_heap_used", MEMORY),
     ("http_server_request_duration_seconds", LATENCY), ("http_requests_errors_total", ERROR),
     ("up", UP), ("service_health", UP),
+    ("container_cpu_usage_seconds_total", CPU), ("container_memory_working_set_bytes", MEMORY),
+    ("process.cpu.utilization", CPU), ("http_server_request_duration_seconds_bucket", LATENCY),
+    # A latency histogram's count and sum count requests and add durations up: not a latency.
+    ("http_server_request_duration_seconds_count", OTHER), ("http_server_request_duration_seconds_sum", OTHER),
+    ("errors_count", ERROR),
     # Names whose words say none of the groups are "other", as the simulator's opaque names taught the model.
     ("pod_workload_ops", OTHER), ("requests", OTHER), ("http_requests_total", OTHER), ("syscall_read", OTHER),
     ("network_receive_bytes", OTHER), ("metric_37", OTHER), ("", OTHER),
@@ -47,6 +52,7 @@ def test_names_say_their_group(name: str, group: int) -> None:
     "pod_client_latency_p99_s", "http_client_request_duration_seconds", "http_client_errors_total",
     # Host-level metrics reported on a pod are its host's.
     "node_cpu_usage_rate_pct", "node_memory_usage_rate_pct", "host_cpu_seconds", "node_network_receive_bytes",
+    "system_cpu_usage", "system.memory.utilization",
 ])
 def test_metrics_of_another_entity_are_ungrouped(name: str) -> None:
     assert metric_group(name) is None
