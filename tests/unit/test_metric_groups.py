@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -136,3 +137,25 @@ def test_without_reading_names_every_unknown_name_is_other() -> None:
     assert signals.anom[:, OTHER].max() == 45.0 and not signals.ungrouped.any()
     assert signals.first_anomaly == T0 + timedelta(minutes=1)
     assert signals.anom_count.sum() == 3
+
+
+def test_the_settings_reach_the_engine() -> None:
+    from server.host import build_rca_engine
+    from server.settings import Settings
+
+    default = build_rca_engine(MemoryGraphStore(), Settings()).config.features
+    assert default.read_metric_names and default.metric_groups == ()
+    settings = Settings(rca=RcaSettings(read_metric_names=False, metric_groups=[("syscall_.*", "cpu")]))
+    features = build_rca_engine(MemoryGraphStore(), settings).config.features
+    assert not features.read_metric_names and features.metric_groups == (("syscall_.*", "cpu"),)
+    hash(features)  # the config stays hashable (it keys caches)
+
+
+def test_rules_survive_a_checkpoint(tmp_path: Path) -> None:
+    from gnn.rca.checkpoint import load_checkpoint, save_checkpoint
+    from gnn.rca.model import RcaGnn, RcaModelConfig
+
+    cfg = replace(FeatureConfig(), metric_groups=(("syscall_.*", "cpu"), ("gc_.*", "none")))
+    path, _ = save_checkpoint(tmp_path / "m.pt", RcaGnn(RcaModelConfig(hidden=8)), cfg, 1.0, {})
+    _, loaded, _ = load_checkpoint(path)
+    assert loaded.metric_groups == cfg.metric_groups and loaded == cfg
