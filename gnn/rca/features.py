@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gnn.rca.logshift import novel_errors, template_shift, unseen_templates
-from gnn.rca.metric_groups import N_METRIC_GROUPS, metric_group
+from gnn.rca.metric_groups import CANONICAL, N_METRIC_GROUPS, OTHER, metric_group
 from schema.incident import IncidentReads, concurrently, read_around
 from schema.store import (
     GraphStore,
@@ -38,9 +38,6 @@ from schema.store import (
 #: Candidate kinds, in feature order.
 KINDS: tuple[str, ...] = ("service", "instance", "host", "change")
 _LABEL_KIND = {"Service": "service", "Instance": "instance", "Host": "host", "Change": "change"}
-#: Metric name -> feature group, when names are not read (``FeatureConfig.read_metric_names`` off): every other
-#: name is in the last group.
-_METRIC_GROUP = {"latency_ms": 0, "net_rtt_ms": 0, "error_rate": 1, "cpu": 2, "memory": 3, "up": 4}
 #: Edge types (message passing runs along both directions of every structural relationship).
 EDGE_TYPES: tuple[str, ...] = (
     "calls", "called_by", "instance_of", "has_instance", "runs_on", "hosts", "changed", "changed_by",
@@ -514,7 +511,7 @@ def _signal_table(refs: list[NodeRef], index: dict[NodeRef, int], window: TimeWi
         on_host = a.target.label == "Host"
         if (group := named.get((metric, on_host), -1)) == -1:  # once per name and entity kind in the window
             group = named[metric, on_host] = (metric_group(metric, on_host, rules) if cfg.read_metric_names
-                                              else _METRIC_GROUP.get(metric, N_METRIC_GROUPS - 1))
+                                              else CANONICAL.get(metric, OTHER))
         if group is None:
             loose.append((i, k))
             loose_scores.append(score)

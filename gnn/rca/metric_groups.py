@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 
 #: The metric groups, in feature order (``anom_latency`` ... ``anom_other``).
 GROUP_NAMES: tuple[str, ...] = ("latency", "error", "cpu", "memory", "up", "other")
@@ -66,12 +65,8 @@ def metric_group(name: str, on_host: bool = False, rules: Sequence[tuple[str, st
     entity than the one it is reported on (ungrouped).
 
     ``on_host``: the metric is reported on a host (then ``node_*`` metrics are its own). ``rules``: (regular
-    expression, group name or ``"none"``) pairs tried first, in order, on the whole name."""
-    return _metric_group(name, on_host, tuple((str(p), str(g)) for p, g in rules))
-
-
-@lru_cache(maxsize=65_536)
-def _metric_group(name: str, on_host: bool, rules: tuple[tuple[str, str], ...]) -> int | None:
+    expression, group name or ``"none"``) pairs tried first, in order, on the whole name. Callers that look up many
+    rows keep the answer per name (the extraction does, per window)."""
     for pattern, group in rules:
         if re.fullmatch(pattern, name):
             return None if group == UNGROUPED_NAME else GROUP_NAMES.index(group)
