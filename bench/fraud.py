@@ -220,6 +220,22 @@ def _pipeline_child(settings: Any, detect_conn: Any, control_conn: Any, log_leve
     results.put(result)
 
 
+def _await_result(results: Any, producer: Any, child: Any, timeout_s: float) -> dict[str, Any]:
+    """The pipeline child's result; stops the run, without figures, when the load generator or the child dies
+    first (a run that consumed nothing must not print a throughput of 0 as if it were measured)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return results.get(timeout=1.0)
+        except queue.Empty:
+            pass
+        if producer.exitcode:
+            raise SystemExit(f"the load generator exited with code {producer.exitcode}: no figures")
+        if child.exitcode is not None:
+            raise SystemExit(f"the benchmark's pipeline process exited with code {child.exitcode}: no figures")
+    raise SystemExit(f"no result from the pipeline process within {timeout_s:.0f} s: no figures")
+
+
 def kafka_run(events: list, rate: float, batch: int, inline_client: str = "process", pipeline_in: str = "process",
               profile: str | None = None) -> dict[str, Any]:
     """Sustained scoring throughput from Kafka into Neo4j, ring delays at a paced rate, and inline scoring
@@ -256,7 +272,7 @@ def kafka_run(events: list, rate: float, batch: int, inline_client: str = "proce
         scorer = threading.Thread(target=_score_inline, args=(port, first_at, stop_inline, inline_out), daemon=True)
     scorer.start()
     if child is not None:
-        result = results.get(timeout=len(events) / rate + 900)
+        result = _await_result(results, producer, child, len(events) / rate + 900)
         child.stop()
     else:
         box: dict[str, Any] = {}
@@ -275,6 +291,11 @@ def kafka_run(events: list, rate: float, batch: int, inline_client: str = "proce
     scorer.join()
     serving.close()
     producer.join()
+    if producer.exitcode:
+        raise SystemExit(f"the load generator exited with code {producer.exitcode}: no figures")
+    if result["events"] < len(events):
+        raise SystemExit(f"only {result['events']} of {len(events)} events were consumed before the deadline: "
+                         "no figures")
     rings = store.count("FraudRing")
     store.clear()
     store.close()
