@@ -220,6 +220,12 @@ def _pipeline_child(settings: Any, detect_conn: Any, control_conn: Any, log_leve
     results.put(result)
 
 
+def _check_producer(producer: Any) -> None:
+    """Stop the run, without figures, when the load generator failed."""
+    if producer.exitcode:
+        raise SystemExit(f"the load generator exited with code {producer.exitcode}: no figures")
+
+
 def _await_result(results: Any, producer: Any, child: Any, timeout_s: float) -> dict[str, Any]:
     """The pipeline child's result; stops the run, without figures, when the load generator or the child dies
     first (a run that consumed nothing must not print a throughput of 0 as if it were measured)."""
@@ -229,8 +235,7 @@ def _await_result(results: Any, producer: Any, child: Any, timeout_s: float) -> 
             return results.get(timeout=1.0)
         except queue.Empty:
             pass
-        if producer.exitcode:
-            raise SystemExit(f"the load generator exited with code {producer.exitcode}: no figures")
+        _check_producer(producer)
         if child.exitcode is not None:
             raise SystemExit(f"the benchmark's pipeline process exited with code {child.exitcode}: no figures")
     raise SystemExit(f"no result from the pipeline process within {timeout_s:.0f} s: no figures")
@@ -291,8 +296,7 @@ def kafka_run(events: list, rate: float, batch: int, inline_client: str = "proce
     scorer.join()
     serving.close()
     producer.join()
-    if producer.exitcode:
-        raise SystemExit(f"the load generator exited with code {producer.exitcode}: no figures")
+    _check_producer(producer)
     if result["events"] < len(events):
         raise SystemExit(f"only {result['events']} of {len(events)} events were consumed before the deadline: "
                          "no figures")
