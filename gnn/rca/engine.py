@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,8 +135,9 @@ class RcaEngine:
         shown = _display_scores(scores, method)
         candidates = [
             Candidate(graph.kinds[i], graph.names[i], float(shown[i]), rank + 1,
-                      _evidence(graph, i, firings[i], float(shift[i])), propagation_path(graph, i))
-            for rank, i in enumerate(order[:top_k])
+                      _evidence(graph, i, firings[i], float(shift[i])) + _same_process(graph, twins),
+                      propagation_path(graph, i))
+            for rank, (i, twins) in enumerate(distinct_causes(graph, order, top_k))
         ]
         return RcaResult(candidates, method, reason, symptom, graph.window)
 
@@ -199,6 +201,30 @@ class RcaEngine:
             self._registered = True
         facts = candidate_facts(graph)
         return self.rules_engine.evaluate_many(candidate_ruleset(self.config.rules).name, facts)
+
+
+def distinct_causes(graph: IncidentGraph, order: Sequence[int], k: int) -> list[tuple[int, tuple[int, ...]]]:
+    """The first ``k`` nodes of ``order`` that name different causes, each with the other nodes it stands for.
+
+    A service with a single instance and that instance are one process (:meth:`IncidentGraph.equivalents`):
+    listed twice, they would name one cause in two of the top ``k`` places and push a different cause out. The
+    better ranked of the two stands for both."""
+    taken: set[int] = set()
+    out: list[tuple[int, tuple[int, ...]]] = []
+    for i in order:
+        if len(out) == k:
+            break
+        same = graph.equivalents(i)
+        if taken.intersection(same):
+            continue
+        taken.update(same)
+        out.append((i, tuple(j for j in same if j != i)))
+    return out
+
+
+def _same_process(graph: IncidentGraph, twins: tuple[int, ...]) -> list[str]:
+    """Evidence naming the node a candidate stands for (see :func:`distinct_causes`)."""
+    return [f"one process with {graph.kinds[j]} {graph.names[j]} (a service with a single instance)" for j in twins]
 
 
 def doubt(scores: np.ndarray) -> float:

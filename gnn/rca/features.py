@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from itertools import chain
 from typing import Any, overload
 
@@ -159,12 +160,19 @@ class IncidentGraph:
         """``node`` and, when it is a service with exactly one instance here or that instance, its counterpart:
         one process, which telemetry cannot tell apart from its service, so either name is the same answer."""
         service = self.service_of[node] if self.kinds[node] in ("service", "instance") else -1
-        if service < 0:
-            return (node,)
-        instances = [i for i, k in enumerate(self.kinds) if k == "instance" and self.service_of[i] == service]
+        instances = self._instances.get(service, ()) if service >= 0 else ()
         if len(instances) != 1:
             return (node,)
         return tuple(sorted({service, instances[0]}))
+
+    @cached_property
+    def _instances(self) -> dict[int, list[int]]:
+        """Each service's instances here (built once: a ranking asks for the equivalents of many nodes)."""
+        out: dict[int, list[int]] = {}
+        for i, kind in enumerate(self.kinds):
+            if kind == "instance" and self.service_of[i] >= 0:
+                out.setdefault(self.service_of[i], []).append(i)
+        return out
 
     def index(self, kind: str, name: str) -> int | None:
         """The node index of a candidate, or ``None`` when it is not in the subgraph."""

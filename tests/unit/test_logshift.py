@@ -87,7 +87,9 @@ def test_extraction_reads_each_nodes_shift_and_the_baseline_blames_the_deepest()
     assert shift["db"] > shift["api"] > 0.05
     engine = RcaEngine(store, None, RulesEngine())
     result = engine.analyze(NodeRef("Alert", "alert-web"), None, top_k=3, method="logshift")
-    assert {(c.kind, c.name) for c in result.candidates[:2]} == {("service", "db"), ("instance", "db-0")}
+    # db and its only instance are one process: one candidate, first, standing for both.
+    assert (result.candidates[0].kind, result.candidates[0].name) in {("service", "db"), ("instance", "db-0")}
+    assert not {(c.kind, c.name) for c in result.candidates[1:]} & {("service", "db"), ("instance", "db-0")}
     assert any("log template mix shifted" in str(e) for e in result.candidates[0].evidence)
 
     assert not read_log_shift(store, graph, FeatureConfig(shift_history_minutes=0)).any()
@@ -109,7 +111,7 @@ def test_the_shift_weight_moves_the_models_ranking() -> None:
     plain = RcaEngine(store, model, None, RcaConfig(shift_weight=0.0)).rank(graph, 3, "gnn")
     assert plain.candidates[0].name not in ("db", "db-0")
     shifted = RcaEngine(store, model, None, RcaConfig(shift_weight=2.0)).rank(graph, 3, "gnn")
-    assert {(c.kind, c.name) for c in shifted.candidates[:2]} == {("service", "db"), ("instance", "db-0")}
+    assert (shifted.candidates[0].kind, shifted.candidates[0].name) in {("service", "db"), ("instance", "db-0")}
 
 
 def test_the_settings_carry_the_engines_defaults_and_reach_the_engine() -> None:

@@ -107,11 +107,48 @@ def test_every_method_blames_db(method: str, rules_engine: RulesEngine) -> None:
 
 
 def test_propagation_path_from_cause_to_symptom(rules_engine: RulesEngine) -> None:
+    from gnn.rca.features import propagation_path
+
     result = RcaEngine(_incident_store(), None, rules_engine).analyze(ANCHOR, None, top_k=10, method="baro")
     paths = {c.name: c.path for c in result.candidates}
     assert paths["db"] == ["db", "api", "web"]
-    assert paths["db-0"] == ["db-0", "db", "api", "web"]
     assert paths["h2"][0] == "h2" and paths["h2"][-1] == "web"
+    graph = extract_incident(_incident_store(), ANCHOR, None, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    assert propagation_path(graph, graph.index("instance", "db-0")) == ["db-0", "db", "api", "web"]
+
+
+@pytest.mark.parametrize("method", ["gnn", "baro", "rules", "logshift"])
+def test_a_service_and_its_only_instance_are_one_candidate(method: str, rules_engine: RulesEngine) -> None:
+    # Every service of the tiny incident runs one instance: each pair is one process, so one cause.
+    model = RcaGnn() if method == "gnn" else None
+    result = RcaEngine(_incident_store(), model, rules_engine).analyze(ANCHOR, None, top_k=100, method=method)
+    named = [(c.kind, c.name) for c in result.candidates]
+    services = {name for kind, name in named if kind == "service"}
+    instances = {name.removesuffix("-0") for kind, name in named if kind == "instance"}
+    assert not services & instances and services | instances == {"web", "api", "db", "cache"}
+    assert ("host", "h2") in named  # other kinds are untouched
+    for c in result.candidates:
+        twin = f"{c.name}-0" if c.kind == "service" else c.name.removesuffix("-0")
+        if c.kind in ("service", "instance"):
+            assert f"one process with {'instance' if c.kind == 'service' else 'service'} {twin} " \
+                   "(a service with a single instance)" in c.evidence
+    assert [c.rank for c in result.candidates] == list(range(1, len(named) + 1))
+    # The better ranked of the two stands for both: the same order as without merging, the twins left out.
+    assert len(RcaEngine(_incident_store(), model, rules_engine).analyze(ANCHOR, None, 3, method).candidates) == 3
+
+
+def test_distinct_causes_keeps_the_better_ranked_twin() -> None:
+    from gnn.rca.engine import distinct_causes
+
+    graph = extract_incident(_incident_store(), ANCHOR, None, FeatureConfig())
+    assert isinstance(graph, IncidentGraph)
+    db, db0 = graph.index("service", "db"), graph.index("instance", "db-0")
+    h2, api = graph.index("host", "h2"), graph.index("service", "api")
+    api0 = graph.index("instance", "api-0")
+    assert distinct_causes(graph, [db0, h2, db, api], 3) == [(db0, (db,)), (h2, ()), (api, (api0,))]
+    assert distinct_causes(graph, [db, db0], 5) == [(db, (db0,))]
+    assert distinct_causes(graph, [db, db0, h2], 1) == [(db, (db0,))]
 
 
 def test_change_before_onset_ranks_the_change_first(rules_engine: RulesEngine) -> None:
@@ -325,7 +362,9 @@ def test_shipped_checkpoint_ranks_the_tiny_incident(rules_engine: RulesEngine) -
     result = engine.analyze(ANCHOR, None, top_k=3)
     assert result.method == "gnn"
     assert {(c.kind, c.name) for c in result.candidates[:2]} & {("service", "db"), ("instance", "db-0")}
-    assert abs(sum(c.score for c in engine.analyze(ANCHOR, None, top_k=100).candidates) - 1.0) < 1e-6
+    # Probabilities over every node: the candidates leave out the twins they stand for, so they sum to less than 1.
+    scores = [c.score for c in engine.analyze(ANCHOR, None, top_k=100).candidates]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) < 1.0 + 1e-6
 
 
 def test_accuracy_numbers() -> None:
